@@ -6,7 +6,9 @@ the size of the venue beyond one compact key per session for de-duplication.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,13 +141,53 @@ class Tally:
         )
 
 
+class _Prefetcher:
+    """Keeps the next ``depth - 1`` full pages in flight while the walk reads one.
+
+    Pages are still read, checked and counted in index order by the caller; only
+    the waiting overlaps. A short page ends the walk, so at most ``depth - 1``
+    requests ever go past the end.
+    """
+
+    def __init__(self, fetch_page: FetchPage, depth: int, pool: ThreadPoolExecutor) -> None:
+        self._fetch = fetch_page
+        self._depth = depth
+        self._pool = pool
+        self._in_flight: dict[int, Future[Page]] = {}
+
+    def __call__(self, index: int, count: int) -> Page:
+        wanted = {index + k * count for k in range(self._depth)}
+        for stale in self._in_flight.keys() - wanted:  # the walk moved off the expected indexes
+            self._in_flight.pop(stale).cancel()
+        for ahead in sorted(wanted - self._in_flight.keys()):
+            self._in_flight[ahead] = self._pool.submit(self._fetch, ahead, count)
+        return self._in_flight.pop(index).result()
+
+
+@contextmanager
+def _page_source(fetch_page: FetchPage, concurrency: int) -> Iterator[FetchPage]:
+    if concurrency <= 1:
+        yield fetch_page
+        return
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page")
+    try:
+        yield _Prefetcher(fetch_page, concurrency, pool)
+    finally:  # requests already sent finish before the poll ends, so polls never overlap
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def count_active_sessions(fetch_page: FetchPage, *, page_size: int, max_pages: int,
-                          max_label_values: int) -> Counts:
+                          max_label_values: int, concurrency: int = 1) -> Counts:
     """Walk the pages and count. Raises PollError; a failed poll yields no counts at all.
 
     The list moves while we page (new logins push records down), so pages may
     overlap; the Tally keeps each session once. No single field is trusted to stop.
     """
+    with _page_source(fetch_page, concurrency) as get_page:
+        return _walk(get_page, page_size, max_pages, max_label_values)
+
+
+def _walk(fetch_page: FetchPage, page_size: int, max_pages: int, max_label_values: int) -> Counts:
     tally = Tally()
     index = 0
     for _ in range(max_pages):

@@ -37,6 +37,7 @@ class Poller:
                 page_size=self._settings.page_size,
                 max_pages=self._settings.max_pages,
                 max_label_values=self._settings.max_label_values,
+                concurrency=self._settings.concurrency,
             )
         except PollError as error:
             self._failed(error, requests_before)

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
         Field(gt=0, description="seconds the last counts stay published once polls fail"),
     ] = None
     max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
+    concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
     max_pages: Annotated[int, Field(ge=1, description="hard cap on pages per poll")] = 5000
     listen_address: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="host:port of the HTTP server")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")

@@ -12,9 +12,15 @@ from exporter.poll import Counts, cap_values, count_active_sessions, normalise, 
 from helpers import add_page, envelope, make_client, record
 
 
-def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50) -> Counts:
+def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50, concurrency: int = 1) -> Counts:
     return count_active_sessions(make_client().fetch_page, page_size=page_size, max_pages=max_pages,
-                                 max_label_values=max_label_values)
+                                 max_label_values=max_label_values, concurrency=concurrency)
+
+
+@pytest.fixture(params=[1, 4], ids=["sequential", "concurrent"])
+def concurrency(request: pytest.FixtureRequest) -> int:
+    """Paging rules must hold whether pages are fetched one by one or several at once."""
+    return int(request.param)
 
 
 def serve_pages(rsps: responses.RequestsMock, pages: list[list[dict[str, Any]]], page_size: int,
@@ -48,7 +54,7 @@ def test_exact_multiple_of_page_size_asks_once_more() -> None:
 
 @pytest.mark.parametrize("next_index", [0, None, ...], ids=["zero", "null", "absent"])
 @responses.activate
-def test_full_pages_are_followed_whatever_next_index_says(next_index: Any) -> None:
+def test_full_pages_are_followed_whatever_next_index_says(next_index: Any, concurrency: int) -> None:
     pages = [[record() for _ in range(2)], [record() for _ in range(2)], [record()]]
     index = 0
     for records in pages:
@@ -57,7 +63,7 @@ def test_full_pages_are_followed_whatever_next_index_says(next_index: Any) -> No
             del body["nextIndex"]
         add_page(responses.mock, index, 2, body)
         index += len(records)
-    assert poll(2).total == 5
+    assert poll(2, concurrency=concurrency).total == 5
 
 
 @responses.activate
@@ -76,12 +82,12 @@ def test_empty_first_page_is_zero_sessions() -> None:
 
 
 @responses.activate
-def test_overlapping_pages_count_each_session_once() -> None:
+def test_overlapping_pages_count_each_session_once(concurrency: int) -> None:
     first = [record(f"00:00:00:00:00:0{i}") for i in range(4)]
     # Two new logins pushed the list down while we paged: the next page repeats two sessions.
     second = [*first[2:], record("00:00:00:00:00:10"), record("00:00:00:00:00:11")]
     serve_pages(responses.mock, [first, second, [record("00:00:00:00:00:12")]], page_size=4)
-    assert poll(4).total == 7
+    assert poll(4, concurrency=concurrency).total == 7
 
 
 @responses.activate
@@ -98,30 +104,30 @@ def test_records_without_mac_are_each_counted() -> None:
 
 
 @responses.activate
-def test_server_that_ignores_index_is_a_pagination_error() -> None:
+def test_server_that_ignores_index_is_a_pagination_error(concurrency: int) -> None:
     same = [record() for _ in range(2)]
     add_page(responses.mock, 0, 2, envelope(same, 2))
     add_page(responses.mock, 2, 2, envelope(same, 4))
     with pytest.raises(PollError) as caught:
-        poll(2)
+        poll(2, concurrency=concurrency)
     assert caught.value.reason == "pagination"
     assert "ignore 'index'" in str(caught.value)
 
 
 @responses.activate
-def test_next_index_going_backwards_is_a_pagination_error() -> None:
+def test_next_index_going_backwards_is_a_pagination_error(concurrency: int) -> None:
     add_page(responses.mock, 0, 2, envelope([record(), record()], 2))
     add_page(responses.mock, 2, 2, envelope([record(), record()], 1))
     with pytest.raises(PollError, match="went backwards") as caught:
-        poll(2)
+        poll(2, concurrency=concurrency)
     assert caught.value.reason == "pagination"
 
 
 @responses.activate
-def test_more_records_than_asked_is_a_bad_response() -> None:
+def test_more_records_than_asked_is_a_bad_response(concurrency: int) -> None:
     add_page(responses.mock, 0, 2, envelope([record() for _ in range(3)]))
     with pytest.raises(PollError, match="more than the 2 asked for") as caught:
-        poll(2)
+        poll(2, concurrency=concurrency)
     assert caught.value.reason == "bad_response"
 
 
@@ -136,11 +142,11 @@ def test_page_cap_ends_a_poll_that_never_ends() -> None:
 
 
 @responses.activate
-def test_error_on_a_later_page_fails_the_whole_poll() -> None:
+def test_error_on_a_later_page_fails_the_whole_poll(concurrency: int) -> None:
     add_page(responses.mock, 0, 2, envelope([record(), record()], 2))
     add_page(responses.mock, 2, 2, "denied", status=401)
     with pytest.raises(PollError) as caught:
-        poll(2)
+        poll(2, concurrency=concurrency)
     assert caught.value.reason == "auth"
 
 
@@ -217,3 +223,23 @@ def test_session_key_is_an_integer_for_a_mac() -> None:
     assert session_key({"mac": "not-a-mac"}) != session_key({"mac": "not-a-mac-2"})
     assert session_key({"mac": "not-a-mac"}) >= 1 << 63
     assert session_key({"macAddress": None}) is None
+
+
+@responses.activate
+def test_concurrent_paging_counts_the_same_and_overruns_at_most_depth_minus_one() -> None:
+    pages = [[record() for _ in range(5)] for _ in range(9)] + [[record(), record()]]
+    serve_pages(responses.mock, pages, page_size=5)
+    sequential = poll(5)
+    sequential_requests = len(responses.calls)
+    responses.mock.calls.reset()
+    concurrent = poll(5, concurrency=4)
+    assert concurrent == sequential
+    assert concurrent.total == 47
+    assert sequential_requests <= len(responses.calls) <= sequential_requests + 3
+
+
+@responses.activate
+def test_concurrent_paging_restarts_when_a_short_page_says_there_is_more() -> None:
+    add_page(responses.mock, 0, 3, envelope([record(), record()], next_index=2))
+    add_page(responses.mock, 2, 3, envelope([record()], next_index=0))
+    assert poll(3, concurrency=3).total == 3
