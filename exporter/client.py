@@ -136,8 +136,12 @@ class CmxClient:
     def close(self) -> None:
         self._session.close()
 
-    def fetch_page(self, index: int, count: int) -> Page:
-        """One page of active sessions. Raises PollError."""
+    def fetch_body(self, index: int, count: int) -> bytes:
+        """The raw body of one page of active sessions; ``parse_page`` reads it. Raises PollError.
+
+        Fetching and decoding are apart so that concurrent fetchers carry only bytes,
+        and the decoding, which holds the GIL, happens in one thread.
+        """
         params = {"status": "active", "index": str(index), "count": str(count)}
         self._count_request()
         try:
@@ -147,7 +151,7 @@ class CmxClient:
                 body = self._read_body(response, max_bytes=max(1 << 20, count * 16384))
         except requests.RequestException as exc:
             raise self._transport_error(exc) from None
-        return _parse_page(body, index)
+        return body
 
     def _check_status(self, response: requests.Response) -> None:
         status = response.status_code
@@ -209,7 +213,8 @@ def _decode(body: bytes) -> Any:
         return json.loads(body)
 
 
-def _parse_page(body: bytes, index: int) -> Page:
+def parse_page(body: bytes, index: int) -> Page:
+    """The envelope of one page, checked for shape. Raises PollError."""
     try:
         envelope = _decode(body)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors

@@ -30,14 +30,16 @@ class Poller:
             log.info("poll skipped: CMX asked to wait (Retry-After)")
             return
         started = time.monotonic()
+        last = self._state.snapshot.counts
         requests_before = self._client.requests_made
         try:
             counts = count_active_sessions(
-                self._client.fetch_page,
+                self._client.fetch_body,
                 page_size=self._settings.page_size,
                 max_pages=self._settings.max_pages,
                 max_label_values=self._settings.max_label_values,
                 concurrency=self._settings.concurrency,
+                expected_sessions=last.total if last else 0,
             )
         except PollError as error:
             self._failed(error, requests_before)

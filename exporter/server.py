@@ -81,7 +81,9 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(app: WSGIApp, host: str, port: int) -> WSGIServer:
     """Bind (IPv4 or IPv6, by the address given) and serve in a daemon thread."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+    # A deep accept queue: with the default of 5, a burst of scrapers while a poll holds the GIL
+    # overflows it, and each dropped SYN costs the scraper a one-second retransmit.
+    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family, "request_queue_size": 128})
     server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -10,21 +10,25 @@ import pytest
 import requests
 import responses
 
-from exporter.client import CmxClient, PollError
+from exporter.client import CmxClient, Page, PollError, parse_page
 from helpers import ENDPOINT, add_page, envelope, make_client, record
+
+
+def fetch(client: CmxClient) -> Page:
+    return parse_page(client.fetch_body(0, 10), 0)
 
 
 def fetch_error(rsps: responses.RequestsMock, **client_options: object) -> PollError:
     client = make_client(**client_options)
     with pytest.raises(PollError) as caught:
-        client.fetch_page(0, 10)
+        fetch(client)
     return caught.value
 
 
 @responses.activate
 def test_page_is_parsed_and_auth_is_basic() -> None:
     add_page(responses.mock, 0, 10, envelope([record("00:11:22:33:44:55")], next_index="0"))
-    page = make_client().fetch_page(0, 10)
+    page = fetch(make_client())
     assert [r["macAddress"] for r in page.records] == ["00:11:22:33:44:55"]
     assert page.next_index == 0
     assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
@@ -51,7 +55,7 @@ def test_server_errors_are_retried_then_reported() -> None:
         add_page(responses.mock, 0, 10, "CMX Error", status=503)
     client = make_client()
     with pytest.raises(PollError) as caught:
-        client.fetch_page(0, 10)
+        fetch(client)
     assert caught.value.reason == "http"
     assert len(responses.calls) == 4, "one try and three retries"
     assert client.requests_made == 4
@@ -62,7 +66,7 @@ def test_a_retry_that_succeeds_counts_both_requests() -> None:
     add_page(responses.mock, 0, 10, "busy", status=500)
     add_page(responses.mock, 0, 10, envelope([record()]))
     client = make_client()
-    assert len(client.fetch_page(0, 10).records) == 1
+    assert len(fetch(client).records) == 1
     assert client.requests_made == 2
 
 
@@ -70,7 +74,7 @@ def test_a_retry_that_succeeds_counts_both_requests() -> None:
 def test_short_retry_after_is_retried() -> None:
     add_page(responses.mock, 0, 10, "slow down", status=429, headers={"Retry-After": "1"})
     add_page(responses.mock, 0, 10, envelope([]))
-    assert make_client(max_retry_wait=5).fetch_page(0, 10).records == []
+    assert fetch(make_client(max_retry_wait=5)).records == []
     assert len(responses.calls) == 2
 
 
@@ -103,7 +107,7 @@ def test_bad_bodies_are_bad_responses(body: str | bytes, words: str) -> None:
 @responses.activate
 def test_null_records_mean_an_empty_page() -> None:
     add_page(responses.mock, 0, 10, '{"nextIndex": 0, "records": null}')
-    assert make_client().fetch_page(0, 10).records == []
+    assert fetch(make_client()).records == []
 
 
 @responses.activate
@@ -142,7 +146,7 @@ def test_a_hanging_server_is_asked_once_and_times_out() -> None:
         threading.Thread(target=lambda: accepted.extend(listener.accept()[0] for _ in range(8)), daemon=True).start()
         client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p", timeout=0.5)
         with pytest.raises(PollError) as caught:
-            client.fetch_page(0, 10)
+            fetch(client)
         time.sleep(0.3)
     assert caught.value.reason == "timeout"
     assert (len(accepted), client.requests_made) == (1, 1)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 import responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.client import PollError
-from exporter.poll import Counts, cap_values, count_active_sessions, normalise, session_key
+from exporter.poll import Counts, SeenKeys, cap_values, count_active_sessions, normalise, session_key
 from helpers import add_page, envelope, make_client, record
 
 
 def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50, concurrency: int = 1) -> Counts:
-    return count_active_sessions(make_client().fetch_page, page_size=page_size, max_pages=max_pages,
+    return count_active_sessions(make_client().fetch_body, page_size=page_size, max_pages=max_pages,
                                  max_label_values=max_label_values, concurrency=concurrency)
 
 
@@ -243,3 +246,23 @@ def test_concurrent_paging_restarts_when_a_short_page_says_there_is_more() -> No
     add_page(responses.mock, 0, 3, envelope([record(), record()], next_index=2))
     add_page(responses.mock, 2, 3, envelope([record()], next_index=0))
     assert poll(3, concurrency=3).total == 3
+
+
+@given(st.lists(st.one_of(st.integers(0, 5), st.integers(0, (1 << 64) - 1)), max_size=20_000))
+@settings(max_examples=30, deadline=None)
+def test_seen_keys_behaves_like_a_set(keys: list[int]) -> None:
+    seen, reference = SeenKeys(), set()
+    for key in keys:
+        assert seen.add(key) == (key not in reference)
+        reference.add(key)
+    assert len(seen) == len(reference)
+
+
+def test_seen_keys_stays_exact_as_it_grows() -> None:
+    rng = random.Random(5)
+    keys = [rng.getrandbits(48) for _ in range(50_000)] * 2
+    seen = SeenKeys()
+    assert len(set(keys)) > 49_000
+    assert sum(seen.add(k) for k in keys) == len(set(keys))
+    assert not any(seen.add(k) for k in keys)
+    assert len(seen) == len(set(keys))

@@ -34,7 +34,7 @@ class Clock:
 def recorded_poll_state(clock: Clock) -> State:
     for n in range(3):
         add_page(responses.mock, 4 * n, 4, (HERE / "fixtures" / f"clients-page{n}.json").read_bytes())
-    counts = count_active_sessions(make_client().fetch_page, page_size=4, max_pages=10, max_label_values=50)
+    counts = count_active_sessions(make_client().fetch_body, page_size=4, max_pages=10, max_label_values=50)
     state = State(stale_after=180, version="1.2.3", clock=clock)
     state.record_success(counts, duration=0.25, requests=len(responses.calls))
     return state

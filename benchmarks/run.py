@@ -1,0 +1,285 @@
+"""The exporter's poll against the fetch-and-parse floor, on one simulator, in one run.
+
+    .venv/bin/python benchmarks/run.py                 # the full table, written to benchmarks/results.md
+    .venv/bin/python benchmarks/run.py --sizes 10000 --latencies 0 --no-write   # a quick look
+
+For each size N and page latency it starts the simulator with N active sessions, then measures:
+- the floor: a minimal loop of requests and json that fetches every page in turn and counts four fields;
+- the exporter, as its own process: poll wall time, peak RSS (VmHWM), requests per poll, and the
+  p50/p99 latency of /metrics under 20 concurrent scrapers, during polls and between them.
+Every figure is also given as a ratio to the floor measured in the same run. Counts are checked
+too: the exporter's totals must equal N, and sequential and concurrent polls must agree exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+HERE = Path(__file__).resolve().parent
+CLIENTS = "/api/connect/v1/clients"
+AUTH = ("demo", "demo")
+FIELDS = ("authType", "operationSystem", "device", "language")
+SCRAPERS = 20
+SCRAPE_PAUSE = 0.05  # each scraper waits this long between scrapes: 400 scrapes/s in all
+_LAST_SUCCESS = re.compile(rb"^cmx_connect_last_success_timestamp_seconds (\S+)$", re.M)
+_DURATION = re.compile(rb"^cmx_connect_poll_duration_seconds (\S+)$", re.M)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def simulator(sessions: int, latency: float) -> Iterator[str]:
+    port = free_port()
+    # CMX is an appliance of its own; at a lower priority the simulator does not take the
+    # exporter's core on a two-core machine, for the floor and the exporter alike.
+    proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "exporter.simulator", "--port", str(port),
+                             "--sessions", str(sessions), "--active-fraction", "1", "--latency", str(latency)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(url + CLIENTS, params={"count": "1"}, auth=AUTH, timeout=5).ok,
+                   120, "the simulator")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def floor_poll(url: str, page_size: int = 1000) -> tuple[float, int, int]:
+    """The least any poller can do: fetch every page in turn, decode it, count four fields."""
+    started = time.perf_counter()
+    counts = {name: Counter() for name in FIELDS}
+    total = requests_made = index = 0
+    with requests.Session() as session:
+        session.auth = AUTH
+        while True:
+            response = session.get(url + CLIENTS, params={"status": "active", "index": index,
+                                                           "count": page_size}, timeout=60)
+            requests_made += 1
+            records = json.loads(response.content)["records"]
+            for record in records:
+                for name in FIELDS:
+                    counts[name][record.get(name)] += 1
+            total += len(records)
+            index += len(records)
+            if len(records) < page_size:
+                return time.perf_counter() - started, requests_made, total
+
+
+@dataclass
+class ExporterRun:
+    polls: list[float] = field(default_factory=list)
+    requests: int = 0
+    peak_rss_mib: float = 0.0
+    counts: dict[str, float] = field(default_factory=dict)
+    scrape_during: list[float] = field(default_factory=list)
+    scrape_between: list[float] = field(default_factory=list)
+
+
+async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
+    """20 scrapers, each timing whole responses (connect to last byte) and pausing between them.
+
+    A pause rather than a closed loop: Prometheus scrapes on an interval, and a closed loop of
+    20 clients measures the server's throughput, not the latency a scrape sees.
+    """
+    samples: list[tuple[float, float]] = []
+    windows: set[tuple[float, float]] = set()
+    end = time.time() + seconds
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+
+    async def scraper() -> None:
+        while time.time() < end:
+            started_wall, started = time.time(), time.perf_counter()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            body = await reader.read()
+            writer.close()
+            samples.append((started_wall, time.perf_counter() - started))
+            _windows(body, windows)
+            await asyncio.sleep(SCRAPE_PAUSE)
+
+    await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
+    return samples, windows
+
+
+def _scrape_process(port: int, seconds: float, out: multiprocessing.connection.Connection) -> None:
+    out.send(asyncio.run(_scrape_loop(port, seconds)))
+
+
+def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> ExporterRun:
+    """The real console script; scrapers in their own process so they do not share its GIL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "--url", url, "--username", AUTH[0],
+                             "--password", AUTH[1], "--listen-address", f"127.0.0.1:{port}",
+                             "--poll-interval", f"{interval:g}", "--concurrency", str(concurrency),
+                             "--timeout", "60", "--log-level", "warning"])
+    run = ExporterRun()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(base + "/healthz", timeout=1).ok, 30, "the exporter")
+        # Poll times first, with one light watcher, so scrapers do not slow the polls being timed.
+        quiet: set[tuple[float, float]] = set()
+        wait_until(lambda: len(quiet | _windows(requests.get(base + "/metrics", timeout=5).content, quiet)) > polls,
+                   interval * (polls + 2) + 60, f"{polls} polls")
+        receive, send = multiprocessing.Pipe(duplex=False)
+        scrapers = multiprocessing.get_context("spawn").Process(
+            target=_scrape_process, args=(port, interval * 2.5, send))
+        scrapers.start()
+        samples, windows = receive.recv()
+        scrapers.join()
+        text = requests.get(base + "/metrics", timeout=5).text
+        run.peak_rss_mib = _peak_rss_mib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    families = list(text_string_to_metric_families(text))
+    run.counts = {s.name + json.dumps(s.labels, sort_keys=True): s.value
+                  for fam in families for s in fam.samples if s.name.startswith("cmx_connect_active_sessions")}
+    run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == "cmx_connect_poll_requests"))
+    run.polls = sorted(end - start for start, end in quiet)[:polls]
+    for started, latency in samples:
+        in_poll = any(start <= started <= end for start, end in windows)
+        (run.scrape_during if in_poll else run.scrape_between).append(latency)
+    return run
+
+
+def _windows(body: bytes, into: set[tuple[float, float]]) -> set[tuple[float, float]]:
+    """Adds the (start, end) wall-clock window of the last completed poll, as /metrics tells it."""
+    last, duration = _LAST_SUCCESS.search(body), _DURATION.search(body)
+    if last and duration:
+        into.add((float(last.group(1)) - float(duration.group(1)), float(last.group(1))))
+    return into
+
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Row:
+    sessions: int
+    latency: float
+    concurrency: int
+    floor: float
+    run: ExporterRun
+
+    def cells(self) -> list[str]:
+        poll = statistics.median(self.run.polls) if self.run.polls else float("nan")
+        ms = [1000 * percentile(v, q) for v in (self.run.scrape_during, self.run.scrape_between) for q in (.5, .99)]
+        return [f"{self.sessions:,}", f"{1000 * self.latency:g} ms", str(self.concurrency), f"{self.floor:.2f} s",
+                f"{poll:.2f} s", f"{poll / self.floor:.2f}", str(self.run.requests), f"{self.run.peak_rss_mib:.1f}",
+                *(f"{v:.1f}" for v in ms), f"{len(self.run.scrape_during)}/{len(self.run.scrape_between)}"]
+
+
+HEADER = ["sessions", "page latency", "concurrency", "floor", "exporter poll", "ratio to floor", "requests/poll",
+          "peak RSS MiB", "scrape p50 in poll ms", "scrape p99 in poll ms", "scrape p50 idle ms",
+          "scrape p99 idle ms", "scrapes in/idle"]
+
+
+def measure(sessions: int, latency: float, concurrencies: list[int], floors: int, polls: int) -> list[Row]:
+    rows = []
+    with simulator(sessions, latency) as url:
+        floor_poll(url)  # warm-up: the simulator encodes each record on first serve
+        floor_times = []
+        for _ in range(floors):
+            seconds, _, total = floor_poll(url)
+            if total != sessions:
+                raise SystemExit(f"floor counted {total} sessions, expected {sessions}")
+            floor_times.append(seconds)
+        floor = statistics.median(floor_times)
+        reference: dict[str, float] | None = None
+        for concurrency in concurrencies:
+            run = exporter_run(url, concurrency=concurrency, interval=max(1.0, round(2.5 * floor + 0.5)),
+                               polls=polls)
+            if run.counts.get("cmx_connect_active_sessions{}") != sessions:
+                raise SystemExit(f"exporter counted {run.counts.get('cmx_connect_active_sessions{}')} "
+                                 f"sessions, expected {sessions}")
+            if reference is not None and run.counts != reference:
+                raise SystemExit(f"concurrency {concurrency} counted differently from concurrency 1")
+            reference = run.counts
+            rows.append(Row(sessions, latency, concurrency, floor, run))
+            print(" | ".join(rows[-1].cells()), flush=True)
+    return rows
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), "
+            f"Python {platform.python_version()}")
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--latencies", type=float, nargs="+", default=[0.0, 0.02], help="seconds per page")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--floors", type=int, default=3, help="floor polls per configuration (median)")
+    parser.add_argument("--polls", type=int, default=3, help="exporter polls per configuration")
+    parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+
+    print(" | ".join(HEADER), flush=True)
+    rows = [row for latency in args.latencies for n in args.sizes
+            for row in measure(n, latency, args.concurrency, args.floors, args.polls)]
+    report = (f"# Benchmark results\n\nMachine: {machine()}\n\n"
+              f"Command: `python benchmarks/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+              f"{table(rows)}\n")
+    if not args.no_write:
+        args.output.write_text(report)
+        print(f"written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
