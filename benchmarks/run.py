@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import re
 import signal
 import socket
@@ -40,7 +41,7 @@ CLIENTS = "/api/connect/v1/clients"
 AUTH = ("demo", "demo")
 FIELDS = ("authType", "operationSystem", "device", "language")
 SCRAPERS = 20
-SCRAPE_PAUSE = 0.05  # each scraper waits this long between scrapes: 400 scrapes/s in all
+SCRAPE_PAUSE = 0.05  # each scraper waits 0 to 2x this between scrapes, at random: 400 scrapes/s in all
 _LAST_SUCCESS = re.compile(rb"^cmx_connect_last_success_timestamp_seconds (\S+)$", re.M)
 _DURATION = re.compile(rb"^cmx_connect_poll_duration_seconds (\S+)$", re.M)
 
@@ -116,14 +117,17 @@ async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, flo
     """20 scrapers, each timing whole responses (connect to last byte) and pausing between them.
 
     A pause rather than a closed loop: Prometheus scrapes on an interval, and a closed loop of
-    20 clients measures the server's throughput, not the latency a scrape sees.
+    20 clients measures the server's throughput, not the latency a scrape sees. The pause is
+    random so the scrapers stay independent rather than arriving in lock-step bursts.
     """
+    rng = random.Random(1)
     samples: list[tuple[float, float]] = []
     windows: set[tuple[float, float]] = set()
     end = time.time() + seconds
     request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
 
     async def scraper() -> None:
+        await asyncio.sleep(rng.uniform(0, SCRAPE_PAUSE))
         while time.time() < end:
             started_wall, started = time.time(), time.perf_counter()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -132,7 +136,7 @@ async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, flo
             writer.close()
             samples.append((started_wall, time.perf_counter() - started))
             _windows(body, windows)
-            await asyncio.sleep(SCRAPE_PAUSE)
+            await asyncio.sleep(rng.uniform(0, 2 * SCRAPE_PAUSE))
 
     await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
     return samples, windows
@@ -188,8 +192,13 @@ def _windows(body: bytes, into: set[tuple[float, float]]) -> set[tuple[float, fl
 
 
 def _peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+    """Peak RSS of the exporter and its poll worker together."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total_kib = 0
+    for process in (pid, *map(int, children)):
+        status = Path(f"/proc/{process}/status").read_text()
+        total_kib += int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    return total_kib / 1024
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,13 +6,11 @@ field, header or credential can reach a log line through them.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -21,36 +19,16 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NameResolutionError, ResponseError
 from urllib3.util.retry import Retry
 
-try:  # orjson decodes pages several times faster; the stdlib is the fallback
-    from orjson import loads as fast_loads
-except ImportError:  # pragma: no cover - depends on the optional extra
-    fast_loads = json.loads
+from exporter.errors import PollError
 
 log = logging.getLogger(__name__)
 
 CLIENTS_PATH = "/api/connect/v1/clients"
-Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination"]
-REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination")
 
 RETRIES = 3
 BACKOFF_FACTOR = 0.5
 BACKOFF_MAX = 5.0
 READ_CHUNK = 256 * 1024
-
-
-class PollError(Exception):
-    """A failed poll, with the metric ``reason`` and a message safe to log."""
-
-    def __init__(self, reason: Reason, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    records: list[Any]
-    next_index: int | None
 
 
 class _Retry(Retry):
@@ -136,8 +114,8 @@ class CmxClient:
     def close(self) -> None:
         self._session.close()
 
-    def fetch_body(self, index: int, count: int) -> bytes:
-        """The raw body of one page of active sessions; ``parse_page`` reads it. Raises PollError.
+    def fetch_body(self, index: int, count: int) -> bytearray:
+        """The raw body of one page of active sessions; ``poll.parse_page`` reads it. Raises PollError.
 
         Fetching and decoding are apart so that concurrent fetchers carry only bytes,
         and the decoding, which holds the GIL, happens in one thread.
@@ -168,7 +146,7 @@ class CmxClient:
             raise PollError("http", "rate limited by CMX (HTTP 429)", retry_after)
         raise PollError("http", f"CMX answered HTTP {status}", retry_after)
 
-    def _read_body(self, response: requests.Response, max_bytes: int) -> bytes:
+    def _read_body(self, response: requests.Response, max_bytes: int) -> bytearray:
         """Read with a deadline for the whole body: a read timeout alone never ends a trickle."""
         deadline = time.monotonic() + self._timeout
         body = bytearray()
@@ -179,7 +157,7 @@ class CmxClient:
                 raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
             if time.monotonic() > deadline:
                 raise PollError("timeout", f"{self._host} did not send a page within {self._timeout:g} s")
-        return bytes(body)
+        return body
 
     def _transport_error(self, exc: requests.RequestException) -> PollError:
         cause = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
@@ -203,36 +181,3 @@ def _retry_after(value: str | None) -> float | None:
         return Retry().parse_retry_after(value)
     except urllib3.exceptions.InvalidHeader:
         return None
-
-
-def _decode(body: bytes) -> Any:
-    """orjson first; the stdlib second, as it accepts the lone surrogates some devices send."""
-    try:
-        return fast_loads(body)
-    except ValueError:
-        return json.loads(body)
-
-
-def parse_page(body: bytes, index: int) -> Page:
-    """The envelope of one page, checked for shape. Raises PollError."""
-    try:
-        envelope = _decode(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        hint = "truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "not JSON"
-        raise PollError("bad_response", f"page at index {index} is {hint}") from None
-    records = envelope.get("records", ...) if isinstance(envelope, dict) else ...
-    if records is None:  # some servers send null rather than [] when nothing matches
-        records = []
-    if not isinstance(records, list):
-        raise PollError("bad_response", f"page at index {index} has no 'records' list")
-    return Page(records=records, next_index=_as_int(envelope.get("nextIndex")))
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None

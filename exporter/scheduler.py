@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.client import CmxClient, PollError
-from exporter.poll import count_active_sessions
+from exporter.errors import PollError
 from exporter.settings import Settings
 from exporter.snapshot import State
+from exporter.worker import Outcome, PollParams, WorkerClosed
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 class Poller:
     """Runs one poll and publishes what it found; never raises, so the schedule never dies."""
 
-    def __init__(self, client: CmxClient, settings: Settings, state: State) -> None:
-        self._client = client
+    def __init__(self, poll: Callable[[PollParams], Outcome], settings: Settings, state: State) -> None:
+        self._poll = poll
         self._settings = settings
         self._state = state
         self._not_before = 0.0
@@ -29,35 +30,29 @@ class Poller:
         if time.monotonic() < self._not_before:
             log.info("poll skipped: CMX asked to wait (Retry-After)")
             return
-        started = time.monotonic()
         last = self._state.snapshot.counts
-        requests_before = self._client.requests_made
+        started = time.monotonic()
         try:
-            counts = count_active_sessions(
-                self._client.fetch_body,
+            outcome, requests = self._poll(PollParams(
                 page_size=self._settings.page_size,
                 max_pages=self._settings.max_pages,
                 max_label_values=self._settings.max_label_values,
                 concurrency=self._settings.concurrency,
                 expected_sessions=last.total if last else 0,
-            )
-        except PollError as error:
-            self._failed(error, requests_before)
-        except Exception as exc:  # a bug or an input we did not foresee: stay up, say so, leak nothing
-            self._failed(PollError("bad_response", f"unexpected {type(exc).__name__} while reading CMX's "
-                                                   "answer; please report it"), requests_before)
-        else:
-            was_up = self._state.snapshot.up
-            self._state.record_success(counts, time.monotonic() - started,
-                                       self._client.requests_made - requests_before)
-            level = logging.DEBUG if was_up else logging.INFO
-            log.log(level, "poll complete: %d active sessions in %.2f s", counts.total, time.monotonic() - started)
-
-    def _failed(self, error: PollError, requests_before: int) -> None:
-        self._state.record_failure(error, self._client.requests_made - requests_before)
-        if error.retry_after:
-            self._not_before = time.monotonic() + error.retry_after
-        log.warning("poll failed: %s", error)
+            ))
+        except WorkerClosed:
+            return
+        duration = time.monotonic() - started
+        if isinstance(outcome, PollError):
+            self._state.record_failure(outcome, requests)
+            if outcome.retry_after:
+                self._not_before = time.monotonic() + outcome.retry_after
+            log.warning("poll failed: %s", outcome)
+            return
+        was_up = self._state.snapshot.up
+        self._state.record_success(outcome, duration, requests)
+        log.log(logging.DEBUG if was_up else logging.INFO,
+                "poll complete: %d active sessions in %.2f s", outcome.total, duration)
 
 
 def start_scheduler(poller: Poller, interval: float) -> BackgroundScheduler:

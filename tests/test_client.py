@@ -10,7 +10,9 @@ import pytest
 import requests
 import responses
 
-from exporter.client import CmxClient, Page, PollError, parse_page
+from exporter.client import CmxClient
+from exporter.errors import PollError
+from exporter.poll import Page, parse_page
 from helpers import ENDPOINT, add_page, envelope, make_client, record
 
 

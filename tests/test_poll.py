@@ -10,7 +10,7 @@ import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.client import PollError
+from exporter.errors import PollError
 from exporter.poll import Counts, SeenKeys, cap_values, count_active_sessions, normalise, session_key
 from helpers import add_page, envelope, make_client, record
 

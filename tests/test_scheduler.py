@@ -11,11 +11,15 @@ import responses
 from exporter.scheduler import Poller, start_scheduler
 from exporter.settings import Settings
 from exporter.snapshot import State
+from exporter.worker import run_poll
 from helpers import ENDPOINT, add_page, envelope, make_client, record
 
 
 def poller(state: State, **settings: object) -> Poller:
-    return Poller(make_client(), Settings(url="https://cmx.test", page_size=2, **settings), state)
+    """The poll job as the exporter runs it, with the worker's own poll function run in-process."""
+    client = make_client()
+    return Poller(lambda params: run_poll(client, params), Settings(url="https://cmx.test", page_size=2, **settings),
+                  state)
 
 
 @responses.activate
@@ -43,7 +47,7 @@ def test_unexpected_exception_is_a_failed_poll_without_details(monkeypatch: pyte
     def broken(*_: object, **__: object) -> None:
         raise KeyError("jane.doe@example.com")
 
-    monkeypatch.setattr("exporter.scheduler.count_active_sessions", broken)
+    monkeypatch.setattr("exporter.worker.count_active_sessions", broken)
     state = State(stale_after=600, version="t")
     poller(state).run()
     assert state.snapshot.errors["bad_response"] == 1

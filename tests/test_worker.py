@@ -1,0 +1,62 @@
+"""The poll worker process: real polls over real HTTP, errors across the pipe, and restarts."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.errors import PollError
+from exporter.poll import Counts
+from exporter.simulator import Simulator
+from exporter.worker import PollParams, PollWorker
+
+PARAMS = PollParams(page_size=500, max_pages=100, max_label_values=50, concurrency=2)
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(sessions=3000, seed=3) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def worker(sim: Simulator) -> Iterator[PollWorker]:
+    handle = PollWorker({"url": sim.url, "username": "demo", "password": "demo", "timeout": 5.0},
+                        log_level="warning", log_format="text")
+    yield handle
+    handle.close()
+
+
+def test_poll_error_survives_pickling() -> None:
+    error = pickle.loads(pickle.dumps(PollError("http", "rate limited", 30.0)))
+    assert (error.reason, str(error), error.retry_after) == ("http", "rate limited", 30.0)
+
+
+def test_worker_polls_in_its_own_process(sim: Simulator, worker: PollWorker) -> None:
+    counts, requests = worker.poll(PARAMS)
+    assert isinstance(counts, Counts)
+    assert counts.total == sim.active_counts().total
+    assert dict(counts.by_label["os"]) == sim.active_counts().by_label["os"]
+    assert requests >= counts.total // 500
+    assert worker.pid not in (None, os.getpid())
+
+
+def test_failures_come_back_as_values(sim: Simulator, worker: PollWorker) -> None:
+    sim.fault = "status:401"
+    error, requests = worker.poll(PARAMS)
+    assert isinstance(error, PollError)
+    assert error.reason == "auth"
+    assert 1 <= requests <= PARAMS.concurrency, "no retries on 401; at most the pages already in flight"
+
+
+def test_a_dead_worker_is_replaced(sim: Simulator, worker: PollWorker) -> None:
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    error, _ = worker.poll(PARAMS)
+    assert isinstance(error, PollError) and "worker died" in str(error)
+    counts, _ = worker.poll(PARAMS)
+    assert isinstance(counts, Counts) and counts.total == sim.active_counts().total
