@@ -1,0 +1,1 @@
+"""Prometheus exporter for Cisco CMX Connect guest Wi-Fi sessions."""

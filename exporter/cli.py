@@ -1,0 +1,111 @@
+"""The command line: settings in, logging set up, then poller and HTTP server until SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
+
+from exporter.client import CmxClient
+from exporter.scheduler import Poller, start_scheduler
+from exporter.server import make_app, serve
+from exporter.settings import Settings, SettingsError, load_settings
+from exporter.snapshot import State
+
+log = logging.getLogger("exporter")
+
+DEMO_CREDENTIALS = ("demo", "demo")
+
+
+def exporter_version() -> str:
+    try:
+        return version("cmx-connect-exporter")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    if level != "debug":  # APScheduler logs every run at info
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Serve until ``stop`` is set."""
+    with ExitStack() as cleanup:
+        url, username, password = settings.url, settings.username, None
+        if settings.demo:
+            from exporter.simulator import Simulator
+
+            username, password = DEMO_CREDENTIALS
+            simulator = Simulator(username=username, password=password).start()
+            cleanup.callback(simulator.stop)
+            url = simulator.url
+            log.info("demo mode: polling the built-in CMX simulator at %s", url)
+        else:
+            password = settings.read_password()
+        if settings.insecure_skip_verify:
+            log.warning("TLS certificate verification is off (CMX_INSECURE_SKIP_VERIFY); "
+                        "prefer CMX_CA_BUNDLE")
+        verify: bool | str = (False if settings.insecure_skip_verify
+                              else str(settings.ca_bundle) if settings.ca_bundle else True)
+        assert url is not None  # the settings model requires it outside demo mode
+        client = CmxClient(url, username=username, password=password, timeout=settings.timeout, verify=verify,
+                           max_retry_wait=min(30.0, settings.poll_interval / 2))
+        cleanup.callback(client.close)
+
+        state = State(settings.stale_after_seconds, exporter_version())
+        scheduler = start_scheduler(Poller(client, settings, state), settings.poll_interval)
+        cleanup.callback(scheduler.shutdown, wait=False)
+
+        host, port = settings.listen
+        server = serve(make_app(state, healthy=lambda: scheduler.running), host, port)
+        cleanup.callback(server.server_close)
+        cleanup.callback(server.shutdown)
+        log.info("listening on http://%s:%d/metrics, polling %s every %g s",
+                 host, server.server_port, url, settings.poll_interval)
+        stop.wait()
+        log.info("shutting down")
+
+
+def _usage_error(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as argparse does for a bad flag."""
+    print(f"cmx-connect-exporter: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = load_settings(argv)
+        if not settings.demo:
+            settings.read_password()  # fail now, not at the first poll
+    except SettingsError as exc:
+        _usage_error(str(exc))
+    except OSError as exc:
+        _usage_error(f"invalid setting CMX_PASSWORD_FILE (--password-file): cannot read it ({exc.strerror})")
+    setup_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run(settings, stop)
+    except OSError as exc:  # the listen address is taken or not ours
+        log.error("cannot listen on %s: %s", settings.listen_address, exc.strerror)
+        sys.exit(1)

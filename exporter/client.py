@@ -1,0 +1,231 @@
+"""The CMX Connect HTTP client: one page per call, every failure turned into a PollError.
+
+Messages are written here, never copied from exceptions or bodies, so no record
+field, header or credential can reach a log line through them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NameResolutionError, ResponseError
+from urllib3.util.retry import Retry
+
+try:  # orjson decodes pages several times faster; the stdlib is the fallback
+    from orjson import loads as fast_loads
+except ImportError:  # pragma: no cover - depends on the optional extra
+    fast_loads = json.loads
+
+log = logging.getLogger(__name__)
+
+CLIENTS_PATH = "/api/connect/v1/clients"
+Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination"]
+REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination")
+
+RETRIES = 3
+BACKOFF_FACTOR = 0.5
+BACKOFF_MAX = 5.0
+READ_CHUNK = 256 * 1024
+
+
+class PollError(Exception):
+    """A failed poll, with the metric ``reason`` and a message safe to log."""
+
+    def __init__(self, reason: Reason, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Any]
+    next_index: int | None
+
+
+class _Retry(Retry):
+    """urllib3's Retry that counts the retries it grants, and gives up on a long Retry-After.
+
+    A Retry-After longer than ``max_wait`` is not slept through inside a poll: the
+    response is handed back so the poller can defer the next poll instead.
+    """
+
+    on_retry: Callable[[], None] | None = None
+    max_wait: float = 0.0
+
+    def new(self, **kw: Any) -> _Retry:
+        retry = super().new(**kw)
+        retry.on_retry, retry.max_wait = self.on_retry, self.max_wait
+        return retry
+
+    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kw: Any) -> _Retry:
+        response = kw.get("response")
+        if response is not None:
+            wait = self.get_retry_after(response)
+            if wait is not None and wait > self.max_wait:
+                raise MaxRetryError(kw.get("_pool"), url or "", ResponseError("Retry-After too long"))
+        retry = super().increment(method, url, *args, **kw)
+        if self.on_retry is not None:
+            self.on_retry()
+        return retry
+
+
+class CmxClient:
+    """Fetches pages of active sessions, gently: bounded retries, a deadline per request."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None,
+        password: str | None,
+        timeout: float,
+        verify: bool | str = True,
+        max_retry_wait: float = 30.0,
+    ) -> None:
+        self._endpoint = url.rstrip("/") + CLIENTS_PATH
+        self._host = urlsplit(url).hostname or url
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._requests = 0
+        retry = _Retry(
+            total=RETRIES,
+            backoff_factor=BACKOFF_FACTOR,
+            backoff_max=BACKOFF_MAX,
+            backoff_jitter=0.2,
+            status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=frozenset({"GET"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            redirect=0,
+        )
+        retry.on_retry, retry.max_wait = self._count_request, max_retry_wait
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
+        session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
+        session.auth = (username, password) if username is not None else None
+        session.verify = verify
+        session.trust_env = False  # no netrc or proxy variables: what is configured is what is sent
+        session.headers["Accept"] = "application/json"
+        session.headers["User-Agent"] = "cmx-connect-exporter"
+        self._session = session
+        if verify is False:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        return self._requests
+
+    def _count_request(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def close(self) -> None:
+        self._session.close()
+
+    def fetch_page(self, index: int, count: int) -> Page:
+        """One page of active sessions. Raises PollError."""
+        params = {"status": "active", "index": str(index), "count": str(count)}
+        self._count_request()
+        try:
+            with self._session.get(self._endpoint, params=params, timeout=self._timeout,
+                                   stream=True, allow_redirects=False) as response:
+                self._check_status(response)
+                body = self._read_body(response, max_bytes=max(1 << 20, count * 16384))
+        except requests.RequestException as exc:
+            raise self._transport_error(exc) from None
+        return _parse_page(body, index)
+
+    def _check_status(self, response: requests.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status in (401, 403):
+            what = "authentication failed" if status == 401 else "access denied"
+            raise PollError("auth", f"{what} (HTTP {status}); check CMX_USERNAME and the password")
+        if 300 <= status < 400:
+            raise PollError("http", f"unexpected redirect (HTTP {status}); set CMX_URL to the address "
+                                    "CMX answers on, credentials are never sent on to another address")
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            raise PollError("http", "rate limited by CMX (HTTP 429)", retry_after)
+        raise PollError("http", f"CMX answered HTTP {status}", retry_after)
+
+    def _read_body(self, response: requests.Response, max_bytes: int) -> bytes:
+        """Read with a deadline for the whole body: a read timeout alone never ends a trickle."""
+        deadline = time.monotonic() + self._timeout
+        body = bytearray()
+        raw = response.raw
+        while chunk := raw.read1(READ_CHUNK, decode_content=True):
+            body += chunk
+            if len(body) > max_bytes:
+                raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
+            if time.monotonic() > deadline:
+                raise PollError("timeout", f"{self._host} did not send a page within {self._timeout:g} s")
+        return bytes(body)
+
+    def _transport_error(self, exc: requests.RequestException) -> PollError:
+        cause = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
+        if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError):
+            return PollError("timeout", f"no answer from {self._host} within {self._timeout:g} s")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return PollError("connection", f"TLS handshake with {self._host} failed; "
+                                           "check the certificate or set CMX_CA_BUNDLE")
+        if isinstance(cause, NameResolutionError):
+            return PollError("connection", f"cannot resolve {self._host}")
+        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+            return PollError("connection", f"cannot connect to {self._host} or the connection broke")
+        return PollError("connection", f"request to {self._host} failed ({type(exc).__name__})")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header, in either of its forms."""
+    if not value:
+        return None
+    try:
+        return Retry().parse_retry_after(value)
+    except urllib3.exceptions.InvalidHeader:
+        return None
+
+
+def _decode(body: bytes) -> Any:
+    """orjson first; the stdlib second, as it accepts the lone surrogates some devices send."""
+    try:
+        return fast_loads(body)
+    except ValueError:
+        return json.loads(body)
+
+
+def _parse_page(body: bytes, index: int) -> Page:
+    try:
+        envelope = _decode(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        hint = "truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "not JSON"
+        raise PollError("bad_response", f"page at index {index} is {hint}") from None
+    records = envelope.get("records", ...) if isinstance(envelope, dict) else ...
+    if records is None:  # some servers send null rather than [] when nothing matches
+        records = []
+    if not isinstance(records, list):
+        raise PollError("bad_response", f"page at index {index} has no 'records' list")
+    return Page(records=records, next_index=_as_int(envelope.get("nextIndex")))
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None

@@ -1,0 +1,87 @@
+"""The HTTP side: ``/metrics``, a landing page at ``/`` and ``/healthz``.
+
+A plain WSGI app on wsgiref's threading server, the same stack prometheus_client
+uses, so that ``/`` and ``/healthz`` can sit beside ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from exporter.snapshot import State
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def make_app(state: State, healthy: Callable[[], bool]) -> WSGIApp:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _reply(start_response, "405 Method Not Allowed", b"only GET\n", extra=[("Allow", "GET, HEAD")])
+        if path == "/metrics":
+            return _reply(start_response, "200 OK", state.exposition(), CONTENT_TYPE_LATEST)
+        if path == "/healthz":
+            ok = healthy()
+            return _reply(start_response, "200 OK" if ok else "503 Service Unavailable",
+                          b"ok\n" if ok else b"scheduler stopped\n")
+        if path == "/":
+            return _reply(start_response, "200 OK", landing_page(state).encode(), "text/html; charset=utf-8")
+        return _reply(start_response, "404 Not Found", b"not found; try /metrics\n")
+
+    return app
+
+
+def _reply(start_response: StartResponse, status: str, body: bytes,
+           content_type: str = "text/plain; charset=utf-8", extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *(extra or [])]
+    start_response(status, headers)
+    return [body]
+
+
+def landing_page(state: State) -> str:
+    """Links and the current state; every value shown is the exporter's own, escaped."""
+    snap = state.snapshot
+    last = (datetime.fromtimestamp(snap.last_success, UTC).isoformat(timespec="seconds")
+            if snap.last_success else "never")
+    rows = [
+        ("CMX reachable (last poll)", "yes" if snap.up else "no"),
+        ("Active sessions (last complete poll)", str(snap.counts.total) if snap.counts else "none yet"),
+        ("Last successful poll", last),
+        ("Last error", snap.last_error or "none"),
+    ]
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>CMX Connect exporter</title></head>"
+        "<body><h1>CMX Connect exporter</h1>"
+        "<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a></p>"
+        f"<table>{table}</table></body></html>"
+    )
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Access lines go to the debug log instead of stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def serve(app: WSGIApp, host: str, port: int) -> WSGIServer:
+    """Bind (IPv4 or IPv6, by the address given) and serve in a daemon thread."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

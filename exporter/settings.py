@@ -1,0 +1,179 @@
+"""Settings: every field is an environment variable ``CMX_<NAME>`` and a flag ``--<name>``.
+
+Validation lives in the pydantic model; the command line only feeds it, so the
+environment and the flags can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CMX_"
+DEFAULT_PORT = 10180
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it and never echoes its value."""
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split ``host:port``, ``:port`` or ``[v6]:port`` into a bindable pair."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, such as 0.0.0.0:10180 or [::]:10180")
+    host = host.strip("[]") or "0.0.0.0"
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ValueError("the host part is not an address or a host name")
+    return host, int(port)
+
+
+class Settings(BaseSettings):
+    """Everything the exporter can be told. Field descriptions double as ``--help`` text."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    url: str | None = Field(None, description="base URL of the CMX server, such as https://cmx.example.net")
+    username: str | None = Field(None, description="CMX API user (HTTP Basic)")
+    password: SecretStr | None = Field(None, description="CMX API password (prefer CMX_PASSWORD_FILE)")
+    password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
+    poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
+    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page, 1 to 1000")] = 1000
+    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed for one HTTP request")] = 10
+    ca_bundle: Path | None = Field(None, description="CA file for a CMX with a private certificate")
+    insecure_skip_verify: bool = Field(False, description="turn certificate checks off (logs a warning)")
+    stale_after: Annotated[
+        float | None,
+        Field(gt=0, description="seconds the last counts stay published once polls fail"),
+    ] = None
+    max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
+    concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
+    max_pages: Annotated[int, Field(ge=1, description="hard cap on pages per poll")] = 5000
+    listen_address: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="host:port of the HTTP server")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field("text", description="log format")
+    demo: bool = Field(False, description="poll a built-in CMX simulator instead of a real server")
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials; use CMX_USERNAME and CMX_PASSWORD_FILE")
+        if parts.query or parts.fragment:
+            raise ValueError("must be the server's base URL, without a query")
+        return value.strip().rstrip("/")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("ca_bundle", "password_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> Settings:
+        if self.url is None and not self.demo:
+            raise _FieldError("url", "is required (or run with --demo)")
+        if self.password is not None and self.password_file is not None:
+            raise _FieldError("password_file", "cannot be used together with CMX_PASSWORD")
+        if self.insecure_skip_verify and self.ca_bundle is not None:
+            raise _FieldError("insecure_skip_verify", "cannot be used together with CMX_CA_BUNDLE")
+        return self
+
+    @property
+    def stale_after_seconds(self) -> float:
+        return self.stale_after if self.stale_after is not None else 3 * self.poll_interval
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        return parse_listen_address(self.listen_address)
+
+    def read_password(self) -> str | None:
+        """Read the secret late, so it lives in as few places as possible."""
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        return self.password.get_secret_value() if self.password is not None else None
+
+
+class _FieldError(ValueError):
+    """A rule across fields, blamed on the one field the user should change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per settings field, generated so the two lists cannot drift apart."""
+    parser = argparse.ArgumentParser(
+        prog="cmx-connect-exporter",
+        description="Prometheus exporter for Cisco CMX Connect guest Wi-Fi sessions. "
+        "Every flag can also be set through the environment variable shown.",
+    )
+    for name, field in Settings.model_fields.items():
+        default = "3 x poll interval" if name == "stale_after" else field.default
+        shown = "" if default is None or name == "password" else f", default {default}"
+        help_text = f"{field.description} (env {env_name(name)}{shown})"
+        if field.annotation is bool:
+            parser.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag_name(name), dest=name, metavar=name.upper(),
+                                default=argparse.SUPPRESS, help=help_text)
+    return parser
+
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Flags override the environment, which overrides defaults. Raises SettingsError."""
+    flags = vars(build_parser().parse_args(argv))
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first problem, as one line. ``input`` is left out: it may be the password."""
+    error = exc.errors(include_input=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldError):
+        field, message = cause.field, str(cause)
+    else:
+        message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+    return _name(field, message)
+
+
+def _name(field: str, message: str) -> str:
+    if field in Settings.model_fields:
+        return f"invalid setting {env_name(field)} ({flag_name(field)}): {message}"
+    return f"invalid settings: {message}"

@@ -1,0 +1,137 @@
+"""What ``/metrics`` shows: an immutable snapshot, swapped whole when a poll ends.
+
+The collector builds metric families fresh from the snapshot, as the
+prometheus_client docs advise for exporters, and the text is rendered once per
+change rather than once per scrape, so a scrape never waits on a poll.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.client import REASONS, PollError
+from exporter.poll import LABELS, Counts
+
+CACHED = "from the last completed poll of CMX, cached between scrapes"
+
+
+def _zero_errors() -> Mapping[str, int]:
+    return MappingProxyType(dict.fromkeys(REASONS, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one scrape reports. Replaced, never mutated."""
+
+    up: bool = False
+    counts: Counts | None = None
+    last_success: float | None = None
+    poll_duration: float | None = None
+    poll_requests: int | None = None
+    errors: Mapping[str, int] = field(default_factory=_zero_errors)
+    last_error: str | None = None
+
+    def counts_visible(self, now: float, stale_after: float) -> bool:
+        """Counts are published until they are ``stale_after`` seconds old."""
+        return self.counts is not None and self.last_success is not None and now - self.last_success <= stale_after
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot], stale_after: float, version: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._snapshot = snapshot
+        self._stale_after = stale_after
+        self._version = version
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield GaugeMetricFamily("cmx_connect_up", "1 if the last poll of CMX completed, else 0.",
+                                value=int(snap.up))
+        if snap.counts is not None and snap.counts_visible(self._clock(), self._stale_after):
+            yield from _session_families(snap.counts)
+        if snap.last_success is not None:
+            yield GaugeMetricFamily("cmx_connect_last_success_timestamp_seconds",
+                                    "Unix time of the last completed poll.", value=snap.last_success)
+        if snap.poll_duration is not None:
+            yield GaugeMetricFamily("cmx_connect_poll_duration_seconds",
+                                    "How long the last completed poll took.", value=snap.poll_duration)
+        if snap.poll_requests is not None:
+            yield GaugeMetricFamily("cmx_connect_poll_requests",
+                                    "HTTP requests the last poll made, retries included.", value=snap.poll_requests)
+        errors = CounterMetricFamily("cmx_connect_poll_errors", "Failed polls of CMX, by reason.", labels=["reason"])
+        for reason, count in snap.errors.items():
+            errors.add_metric([reason], count)
+        yield errors
+        info = GaugeMetricFamily("cmx_connect_exporter_build_info", "Version of the exporter; always 1.",
+                                 labels=["version"])
+        info.add_metric([self._version], 1)
+        yield info
+
+
+def _session_families(counts: Counts) -> Iterator[Metric]:
+    yield GaugeMetricFamily("cmx_connect_active_sessions", f"Active guest sessions, {CACHED}.", value=counts.total)
+    for label in LABELS:
+        family = GaugeMetricFamily(f"cmx_connect_active_sessions_by_{label}",
+                                   f"Active guest sessions by {label}, {CACHED}.", labels=[label])
+        for value, count in sorted(counts.by_label[label].items()):
+            family.add_metric([value], count)
+        yield family
+
+
+class State:
+    """The current snapshot and its rendered text, both replaced atomically."""
+
+    def __init__(self, stale_after: float, version: str, clock: Callable[[], float] = time.time) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._stale_after = stale_after
+        self._snapshot = Snapshot()
+        self.registry = CollectorRegistry()
+        self.registry.register(SnapshotCollector(lambda: self._snapshot, stale_after, version, clock))
+        self._rendered = self._render()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def record_success(self, counts: Counts, duration: float, requests: int) -> None:
+        self._swap(lambda s: replace(s, up=True, counts=counts, last_success=self._clock(),
+                                     poll_duration=duration, poll_requests=requests, last_error=None))
+
+    def record_failure(self, error: PollError, requests: int) -> None:
+        def failed(s: Snapshot) -> Snapshot:
+            errors = dict(s.errors)
+            errors[error.reason] += 1
+            return replace(s, up=False, poll_requests=requests, errors=MappingProxyType(errors),
+                           last_error=f"{error.reason}: {error}")
+        self._swap(failed)
+
+    def exposition(self) -> bytes:
+        """The text for a scrape: rendered already, unless the counts have gone stale since."""
+        text, expires = self._rendered
+        if self._clock() > expires:
+            with self._lock:
+                self._rendered = self._render()
+                text = self._rendered[0]
+        return text
+
+    def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
+        with self._lock:
+            self._snapshot = change(self._snapshot)
+            self._rendered = self._render()
+
+    def _render(self) -> tuple[bytes, float]:
+        snap = self._snapshot
+        visible = snap.counts_visible(self._clock(), self._stale_after)
+        expires = snap.last_success + self._stale_after if visible and snap.last_success else math.inf
+        return generate_latest(self.registry), expires

@@ -1,0 +1,129 @@
+"""The client against recorded-style answers: status codes, retries, bodies, transport errors."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import responses
+
+from exporter.client import PollError
+from helpers import ENDPOINT, add_page, envelope, make_client, record
+
+
+def fetch_error(rsps: responses.RequestsMock, **client_options: object) -> PollError:
+    client = make_client(**client_options)
+    with pytest.raises(PollError) as caught:
+        client.fetch_page(0, 10)
+    return caught.value
+
+
+@responses.activate
+def test_page_is_parsed_and_auth_is_basic() -> None:
+    add_page(responses.mock, 0, 10, envelope([record("00:11:22:33:44:55")], next_index="0"))
+    page = make_client().fetch_page(0, 10)
+    assert [r["macAddress"] for r in page.records] == ["00:11:22:33:44:55"]
+    assert page.next_index == 0
+    assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize(("status", "reason", "words"), [
+    (401, "auth", "authentication failed (HTTP 401)"),
+    (403, "auth", "access denied (HTTP 403)"),
+    (404, "http", "HTTP 404"),
+    (302, "http", "unexpected redirect"),
+])
+@responses.activate
+def test_status_codes_map_to_reasons(status: int, reason: str, words: str) -> None:
+    add_page(responses.mock, 0, 10, "CMX Error", status=status,
+             headers={"Location": "https://elsewhere.test/"} if status == 302 else None)
+    error = fetch_error(responses.mock)
+    assert (error.reason, words in str(error)) == (reason, True)
+    assert len(responses.calls) == 1, "auth and client errors are not retried"
+
+
+@responses.activate
+def test_server_errors_are_retried_then_reported() -> None:
+    for _ in range(4):
+        add_page(responses.mock, 0, 10, "CMX Error", status=503)
+    client = make_client()
+    with pytest.raises(PollError) as caught:
+        client.fetch_page(0, 10)
+    assert caught.value.reason == "http"
+    assert len(responses.calls) == 4, "one try and three retries"
+    assert client.requests_made == 4
+
+
+@responses.activate
+def test_a_retry_that_succeeds_counts_both_requests() -> None:
+    add_page(responses.mock, 0, 10, "busy", status=500)
+    add_page(responses.mock, 0, 10, envelope([record()]))
+    client = make_client()
+    assert len(client.fetch_page(0, 10).records) == 1
+    assert client.requests_made == 2
+
+
+@responses.activate
+def test_short_retry_after_is_retried() -> None:
+    add_page(responses.mock, 0, 10, "slow down", status=429, headers={"Retry-After": "1"})
+    add_page(responses.mock, 0, 10, envelope([]))
+    assert make_client(max_retry_wait=5).fetch_page(0, 10).records == []
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_long_retry_after_ends_the_request_and_is_reported() -> None:
+    add_page(responses.mock, 0, 10, "slow down", status=429, headers={"Retry-After": "120"})
+    error = fetch_error(responses.mock, max_retry_wait=5)
+    assert (error.reason, error.retry_after) == ("http", 120)
+    assert "HTTP 429" in str(error)
+    assert len(responses.calls) == 1, "a Retry-After longer than the poll can wait is not slept through"
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("CMX Error", "not JSON"),
+    ("<html><body>Internal error</body></html>", "not JSON"),
+    ('{"nextIndex": 0, "records": [{"macAddress": "00:11', "truncated JSON"),
+    ("[1, 2, 3]", "no 'records' list"),
+    ('{"nextIndex": 0}', "no 'records' list"),
+    ('{"records": "none"}', "no 'records' list"),
+    (b"\xff\xfe{", "not JSON"),
+])
+@responses.activate
+def test_bad_bodies_are_bad_responses(body: str | bytes, words: str) -> None:
+    add_page(responses.mock, 0, 10, body)
+    error = fetch_error(responses.mock)
+    assert error.reason == "bad_response"
+    assert words in str(error)
+
+
+@responses.activate
+def test_null_records_mean_an_empty_page() -> None:
+    add_page(responses.mock, 0, 10, '{"nextIndex": 0, "records": null}')
+    assert make_client().fetch_page(0, 10).records == []
+
+
+@responses.activate
+def test_oversized_body_is_refused() -> None:
+    add_page(responses.mock, 0, 10, b'{"records": [' + b" " * (2 << 20) + b"]}")
+    error = fetch_error(responses.mock)
+    assert (error.reason, "larger than" in str(error)) == ("bad_response", True)
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (requests.exceptions.ConnectTimeout(), "timeout"),
+    (requests.exceptions.ReadTimeout(), "timeout"),
+    (requests.exceptions.SSLError(), "connection"),
+    (requests.exceptions.ConnectionError(), "connection"),
+])
+@responses.activate
+def test_transport_errors_map_to_reasons(exc: Exception, reason: str) -> None:
+    responses.get(ENDPOINT, body=exc)
+    assert fetch_error(responses.mock).reason == reason
+
+
+@responses.activate
+def test_no_message_carries_the_password_or_record_data() -> None:
+    add_page(responses.mock, 0, 10, '{"records": [{"Email": "jane.doe@example.com", "macAddress": "00:1')
+    error = fetch_error(responses.mock)
+    for secret in ("s3cr3t-canary", "jane.doe", "00:1"):
+        assert secret not in str(error)

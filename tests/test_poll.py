@@ -1,0 +1,245 @@
+"""Paging and counting, through the real client against answers recorded with ``responses``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import responses
+
+from exporter.client import PollError
+from exporter.poll import Counts, cap_values, count_active_sessions, normalise, session_key
+from helpers import add_page, envelope, make_client, record
+
+
+def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50, concurrency: int = 1) -> Counts:
+    return count_active_sessions(make_client().fetch_page, page_size=page_size, max_pages=max_pages,
+                                 max_label_values=max_label_values, concurrency=concurrency)
+
+
+@pytest.fixture(params=[1, 4], ids=["sequential", "concurrent"])
+def concurrency(request: pytest.FixtureRequest) -> int:
+    """Paging rules must hold whether pages are fetched one by one or several at once."""
+    return int(request.param)
+
+
+def serve_pages(rsps: responses.RequestsMock, pages: list[list[dict[str, Any]]], page_size: int,
+                next_index: Any = "auto") -> None:
+    """Serve consecutive pages the way CMX does: nextIndex names the next page while there is one."""
+    index = 0
+    for number, records in enumerate(pages):
+        last = number == len(pages) - 1
+        nxt = (0 if last else index + len(records)) if next_index == "auto" else next_index
+        add_page(rsps, index, page_size, envelope(records, nxt, page_size))
+        index += len(records)
+
+
+def requested_indexes(rsps: responses.RequestsMock) -> list[str]:
+    return [call.request.params["index"] for call in rsps.calls]
+
+
+@responses.activate
+def test_short_last_page_stops() -> None:
+    serve_pages(responses.mock, [[record() for _ in range(3)], [record()]], page_size=3)
+    assert poll(3).total == 4
+    assert requested_indexes(responses.mock) == ["0", "3"]
+
+
+@responses.activate
+def test_exact_multiple_of_page_size_asks_once_more() -> None:
+    serve_pages(responses.mock, [[record() for _ in range(3)], [record() for _ in range(3)], []], page_size=3)
+    assert poll(3).total == 6
+    assert requested_indexes(responses.mock) == ["0", "3", "6"]
+
+
+@pytest.mark.parametrize("next_index", [0, None, ...], ids=["zero", "null", "absent"])
+@responses.activate
+def test_full_pages_are_followed_whatever_next_index_says(next_index: Any, concurrency: int) -> None:
+    pages = [[record() for _ in range(2)], [record() for _ in range(2)], [record()]]
+    index = 0
+    for records in pages:
+        body = envelope(records, next_index, 2)
+        if next_index is ...:
+            del body["nextIndex"]
+        add_page(responses.mock, index, 2, body)
+        index += len(records)
+    assert poll(2, concurrency=concurrency).total == 5
+
+
+@responses.activate
+def test_short_page_with_next_index_ahead_goes_on() -> None:
+    add_page(responses.mock, 0, 3, envelope([record(), record()], next_index=2))
+    add_page(responses.mock, 2, 3, envelope([record()], next_index=0))
+    assert poll(3).total == 3
+
+
+@responses.activate
+def test_empty_first_page_is_zero_sessions() -> None:
+    add_page(responses.mock, 0, 1000, envelope([]))
+    counts = poll(1000)
+    assert counts.total == 0
+    assert all(values == {} for values in counts.by_label.values())
+
+
+@responses.activate
+def test_overlapping_pages_count_each_session_once(concurrency: int) -> None:
+    first = [record(f"00:00:00:00:00:0{i}") for i in range(4)]
+    # Two new logins pushed the list down while we paged: the next page repeats two sessions.
+    second = [*first[2:], record("00:00:00:00:00:10"), record("00:00:00:00:00:11")]
+    serve_pages(responses.mock, [first, second, [record("00:00:00:00:00:12")]], page_size=4)
+    assert poll(4, concurrency=concurrency).total == 7
+
+
+@responses.activate
+def test_same_mac_in_other_spellings_is_one_session() -> None:
+    page = [record("00:11:22:AA:BB:CC"), record("0011.22aa.bbcc"), record(" 00-11-22-aa-bb-cc ")]
+    serve_pages(responses.mock, [page], page_size=10)
+    assert poll(10).total == 1
+
+
+@responses.activate
+def test_records_without_mac_are_each_counted() -> None:
+    serve_pages(responses.mock, [[record(macAddress=None), record(macAddress=...), record(macAddress=7)]], 10)
+    assert poll(10).total == 3
+
+
+@responses.activate
+def test_server_that_ignores_index_is_a_pagination_error(concurrency: int) -> None:
+    same = [record() for _ in range(2)]
+    add_page(responses.mock, 0, 2, envelope(same, 2))
+    add_page(responses.mock, 2, 2, envelope(same, 4))
+    with pytest.raises(PollError) as caught:
+        poll(2, concurrency=concurrency)
+    assert caught.value.reason == "pagination"
+    assert "ignore 'index'" in str(caught.value)
+
+
+@responses.activate
+def test_next_index_going_backwards_is_a_pagination_error(concurrency: int) -> None:
+    add_page(responses.mock, 0, 2, envelope([record(), record()], 2))
+    add_page(responses.mock, 2, 2, envelope([record(), record()], 1))
+    with pytest.raises(PollError, match="went backwards") as caught:
+        poll(2, concurrency=concurrency)
+    assert caught.value.reason == "pagination"
+
+
+@responses.activate
+def test_more_records_than_asked_is_a_bad_response(concurrency: int) -> None:
+    add_page(responses.mock, 0, 2, envelope([record() for _ in range(3)]))
+    with pytest.raises(PollError, match="more than the 2 asked for") as caught:
+        poll(2, concurrency=concurrency)
+    assert caught.value.reason == "bad_response"
+
+
+@responses.activate
+def test_page_cap_ends_a_poll_that_never_ends() -> None:
+    for i in range(3):
+        add_page(responses.mock, i, 1, envelope([record()], i + 1, 1))
+    with pytest.raises(PollError, match="more than 3 pages") as caught:
+        poll(1, max_pages=3)
+    assert caught.value.reason == "pagination"
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_error_on_a_later_page_fails_the_whole_poll(concurrency: int) -> None:
+    add_page(responses.mock, 0, 2, envelope([record(), record()], 2))
+    add_page(responses.mock, 2, 2, "denied", status=401)
+    with pytest.raises(PollError) as caught:
+        poll(2, concurrency=concurrency)
+    assert caught.value.reason == "auth"
+
+
+@responses.activate
+def test_record_that_is_not_an_object_is_a_bad_response() -> None:
+    add_page(responses.mock, 0, 10, envelope([record(), "00:11:22:33:44:55"]))
+    with pytest.raises(PollError, match="not a JSON object") as caught:
+        poll(10)
+    assert caught.value.reason == "bad_response"
+    assert "00:11" not in str(caught.value)
+
+
+@responses.activate
+def test_counts_read_alternate_keys_and_messy_values() -> None:
+    page = [
+        record(operationSystem="  Android \t"),
+        record(operationSystem=..., os="Android"),
+        record(operationSystem=..., operatingSystem="Mac  OS\nX"),
+        record(authType=..., authtype="social", language=None),
+        record(device=12, language=["en"], authType={"x": 1}),
+        record(operationSystem="   "),
+    ]
+    serve_pages(responses.mock, [page], 10)
+    counts = poll(10)
+    assert counts.total == 6
+    assert counts.by_label["os"] == {"Android": 2, "Mac OS X": 1, "iOS": 2, "unknown": 1}
+    assert counts.by_label["authtype"] == {"SMS": 4, "social": 1, "unknown": 1}
+    assert counts.by_label["device"] == {"Mobile": 5, "12": 1}
+    assert counts.by_label["language"] == {"English": 4, "unknown": 2}
+    for values in counts.by_label.values():
+        assert sum(values.values()) == counts.total
+
+
+@responses.activate
+def test_label_values_are_capped_with_other() -> None:
+    page = [record(device=f"Model {i % 7}") for i in range(70)] + [record(device="Model 0") for _ in range(5)]
+    serve_pages(responses.mock, [page], 100)
+    counts = poll(100, max_label_values=3)
+    device = counts.by_label["device"]
+    assert device == {"Model 0": 15, "Model 1": 10, "other": 50}
+    assert sum(device.values()) == counts.total == 75
+
+
+@pytest.mark.parametrize(("raw", "label"), [
+    ("  iOS  ", "iOS"),
+    ("Mac \t\n OS   X", "Mac OS X"),
+    ("ANDROID", "ANDROID"),
+    ("", "unknown"),
+    ("\u00a0\u2003", "unknown"),
+    (None, "unknown"),
+    (True, "unknown"),
+    ({"name": "x"}, "unknown"),
+    ([1, 2], "unknown"),
+    (42, "42"),
+    (1.5, "1.5"),
+    ("a\x00b\x1bc", "abc"),
+    ("x" * 100, "x" * 64),
+    ("y" * 63 + " tail", "y" * 63),
+    ("bad \ud800 surrogate", "bad ? surrogate"),
+    ('quote " back \\ brace {}', 'quote " back \\ brace {}'),
+])
+def test_normalise(raw: Any, label: str) -> None:
+    assert normalise(raw) == label
+
+
+def test_cap_values_keeps_the_most_frequent_and_breaks_ties_by_name() -> None:
+    assert cap_values({"a": 1, "b": 1, "c": 1, "d": 5}, 3) == {"d": 5, "a": 1, "other": 2}
+    assert cap_values({"a": 3, "other": 4, "b": 2, "c": 1}, 3) == {"a": 3, "b": 2, "other": 5}
+    assert cap_values({"a": 1, "b": 2}, 2) == {"a": 1, "b": 2}
+
+
+def test_session_key_is_an_integer_for_a_mac() -> None:
+    assert session_key({"macAddress": "00:11:22:33:44:55"}) == 0x001122334455
+    assert session_key({"mac": "not-a-mac"}) != session_key({"mac": "not-a-mac-2"})
+    assert session_key({"mac": "not-a-mac"}) >= 1 << 63
+    assert session_key({"macAddress": None}) is None
+
+
+@responses.activate
+def test_concurrent_paging_counts_the_same_and_overruns_at_most_depth_minus_one() -> None:
+    pages = [[record() for _ in range(5)] for _ in range(9)] + [[record(), record()]]
+    serve_pages(responses.mock, pages, page_size=5)
+    sequential = poll(5)
+    sequential_requests = len(responses.calls)
+    responses.mock.calls.reset()
+    concurrent = poll(5, concurrency=4)
+    assert concurrent == sequential
+    assert concurrent.total == 47
+    assert sequential_requests <= len(responses.calls) <= sequential_requests + 3
+
+
+@responses.activate
+def test_concurrent_paging_restarts_when_a_short_page_says_there_is_more() -> None:
+    add_page(responses.mock, 0, 3, envelope([record(), record()], next_index=2))
+    add_page(responses.mock, 2, 3, envelope([record()], next_index=0))
+    assert poll(3, concurrency=3).total == 3

@@ -1,0 +1,60 @@
+"""The HTTP endpoints over real loopback HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from exporter.client import PollError
+from exporter.poll import Counts
+from exporter.server import make_app, serve
+from exporter.snapshot import State
+
+COUNTS = Counts(total=3, by_label={"authtype": {"SMS": 3}, "os": {"iOS": 3}, "device": {"Mobile": 3},
+                                   "language": {"English": 3}})
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, State, list[bool]]]:
+    state = State(stale_after=60, version="9.9.9")
+    health = [True]
+    server = serve(make_app(state, healthy=lambda: health[0]), "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", state, health
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_metrics_is_served_with_the_exposition_content_type(served: tuple[str, State, list[bool]]) -> None:
+    url, state, _ = served
+    state.record_success(COUNTS, duration=0.5, requests=1)
+    response = requests.get(url + "/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    assert 'cmx_connect_active_sessions_by_os{os="iOS"} 3.0' in response.text
+
+
+def test_landing_page_links_and_shows_the_state(served: tuple[str, State, list[bool]]) -> None:
+    url, state, _ = served
+    state.record_failure(PollError("auth", "authentication failed (HTTP 401) <script>"), requests=1)
+    page = requests.get(url + "/", timeout=5).text
+    assert "href='/metrics'" in page and "href='/healthz'" in page
+    assert "authentication failed (HTTP 401) &lt;script&gt;" in page
+    assert "<script>" not in page
+
+
+def test_healthz_follows_the_scheduler_not_cmx(served: tuple[str, State, list[bool]]) -> None:
+    url, state, health = served
+    state.record_failure(PollError("connection", "cannot connect"), requests=1)
+    assert requests.get(url + "/healthz", timeout=5).status_code == 200
+    health[0] = False
+    assert requests.get(url + "/healthz", timeout=5).status_code == 503
+
+
+def test_unknown_paths_and_methods(served: tuple[str, State, list[bool]]) -> None:
+    url, _, _ = served
+    assert requests.get(url + "/nope", timeout=5).status_code == 404
+    assert requests.post(url + "/metrics", timeout=5).status_code == 405

@@ -1,0 +1,113 @@
+"""Settings from flags and environment, and the one-line errors a user sees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.settings import Settings, SettingsError, load_settings, parse_listen_address
+
+CANARY = "pw-canary-7f3a9"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(f"CMX_{name.upper()}", raising=False)
+
+
+def test_defaults() -> None:
+    s = load_settings(["--url", "https://cmx.example.net/"])
+    assert s.url == "https://cmx.example.net"
+    assert (s.poll_interval, s.page_size, s.timeout, s.max_label_values) == (60, 1000, 10, 50)
+    assert s.stale_after_seconds == 180
+    assert s.listen == ("0.0.0.0", 10180)
+    assert s.insecure_skip_verify is False
+
+
+def test_environment_and_flags_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMX_URL", "https://env.example.net")
+    monkeypatch.setenv("CMX_POLL_INTERVAL", "5")
+    monkeypatch.setenv("CMX_INSECURE_SKIP_VERIFY", "true")
+    s = load_settings(["--poll-interval", "7"])
+    assert (s.url, s.poll_interval, s.insecure_skip_verify, s.stale_after_seconds) == (
+        "https://env.example.net", 7, True, 21)
+
+
+def test_password_file_is_read_and_trimmed_of_its_newline(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(CANARY + "\n")
+    s = load_settings(["--url", "https://cmx", "--password-file", str(secret)])
+    assert s.read_password() == CANARY
+    assert CANARY not in repr(s)
+
+
+@pytest.mark.parametrize(("argv", "setting"), [
+    ([], "CMX_URL"),
+    (["--url", "ftp://cmx"], "CMX_URL"),
+    (["--url", "cmx.example.net"], "CMX_URL"),
+    (["--url", "https://user:pw@cmx"], "CMX_URL"),
+    (["--url", "https://cmx", "--poll-interval", "soon"], "CMX_POLL_INTERVAL"),
+    (["--url", "https://cmx", "--poll-interval", "0.5"], "CMX_POLL_INTERVAL"),
+    (["--url", "https://cmx", "--page-size", "1001"], "CMX_PAGE_SIZE"),
+    (["--url", "https://cmx", "--page-size", "0"], "CMX_PAGE_SIZE"),
+    (["--url", "https://cmx", "--timeout", "-1"], "CMX_TIMEOUT"),
+    (["--url", "https://cmx", "--max-label-values", "0"], "CMX_MAX_LABEL_VALUES"),
+    (["--url", "https://cmx", "--stale-after", "0"], "CMX_STALE_AFTER"),
+    (["--url", "https://cmx", "--listen-address", "10180"], "CMX_LISTEN_ADDRESS"),
+    (["--url", "https://cmx", "--listen-address", "0.0.0.0:99999"], "CMX_LISTEN_ADDRESS"),
+    (["--url", "https://cmx", "--log-level", "loud"], "CMX_LOG_LEVEL"),
+    (["--url", "https://cmx", "--log-format", "xml"], "CMX_LOG_FORMAT"),
+    (["--url", "https://cmx", "--ca-bundle", "/no/such/ca.pem"], "CMX_CA_BUNDLE"),
+    (["--url", "https://cmx", "--password-file", "/no/such/file"], "CMX_PASSWORD_FILE"),
+    (["--url", "https://cmx", "--password", "x", "--password-file", __file__], "CMX_PASSWORD_FILE"),
+    (["--url", "https://cmx", "--insecure-skip-verify", "--ca-bundle", __file__], "CMX_INSECURE_SKIP_VERIFY"),
+])
+def test_invalid_settings_name_the_setting(argv: list[str], setting: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(argv)
+    message = str(caught.value)
+    assert setting in message
+    assert "\n" not in message
+
+
+def test_error_never_echoes_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMX_TIMEOUT", CANARY)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(["--url", "https://cmx"])
+    assert CANARY not in str(caught.value)
+
+
+@pytest.mark.parametrize(("value", "pair"), [
+    ("0.0.0.0:10180", ("0.0.0.0", 10180)),
+    (":9", ("0.0.0.0", 9)),
+    ("[::1]:10180", ("::1", 10180)),
+    ("localhost:80", ("localhost", 80)),
+    ("exporter-1.example.net:80", ("exporter-1.example.net", 80)),
+])
+def test_listen_address_forms(value: str, pair: tuple[str, int]) -> None:
+    assert parse_listen_address(value) == pair
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", *argv], capture_output=True, text=True,
+                          timeout=30, env=env, check=False)
+
+
+def test_cli_bad_setting_exits_2_with_one_line_and_no_traceback() -> None:
+    result = run_cli("--url", "https://cmx", "--page-size", "5000")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "CMX_PAGE_SIZE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_help_lists_every_setting_and_no_secret() -> None:
+    result = run_cli("--help", env={"CMX_PASSWORD": CANARY, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0
+    for name in Settings.model_fields:
+        assert f"CMX_{name.upper()}" in result.stdout
+        assert "--" + name.replace("_", "-") in result.stdout
+    assert CANARY not in result.stdout

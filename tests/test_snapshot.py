@@ -1,0 +1,133 @@
+"""The exposition: golden output from recorded pages, and what failure and staleness show."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import responses
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.client import PollError
+from exporter.poll import count_active_sessions
+from exporter.snapshot import State
+from helpers import add_page, make_client, require_tool
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden" / "metrics.prom"
+REASONS = ("auth", "http", "timeout", "connection", "bad_response", "pagination")
+SESSION_METRICS = {"cmx_connect_active_sessions", *(f"cmx_connect_active_sessions_by_{label}"
+                                                     for label in ("authtype", "os", "device", "language"))}
+
+
+class Clock:
+    def __init__(self, now: float = 1_795_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@responses.activate
+def recorded_poll_state(clock: Clock) -> State:
+    for n in range(3):
+        add_page(responses.mock, 4 * n, 4, (HERE / "fixtures" / f"clients-page{n}.json").read_bytes())
+    counts = count_active_sessions(make_client().fetch_page, page_size=4, max_pages=10, max_label_values=50)
+    state = State(stale_after=180, version="1.2.3", clock=clock)
+    state.record_success(counts, duration=0.25, requests=len(responses.calls))
+    return state
+
+
+def samples(state: State) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = state.exposition().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def names(state: State) -> set[str]:
+    return {name for name, _ in samples(state)}
+
+
+def test_exposition_matches_golden_file() -> None:
+    text = recorded_poll_state(Clock()).exposition().decode()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 after a deliberate change, and review the diff"
+
+
+def test_golden_counts_match_the_fixtures() -> None:
+    """The golden file is not trusted blindly: its counts are recomputed from the fixture records."""
+    records = {}
+    for n in range(3):
+        for rec in json.loads((HERE / "fixtures" / f"clients-page{n}.json").read_text())["records"]:
+            records[rec["macAddress"]] = rec
+    got = samples(recorded_poll_state(Clock()))
+    assert got[("cmx_connect_active_sessions", ())] == len(records) == 7
+    sms = sum(1 for r in records.values() if r["authType"] == "SMS")
+    assert got.get(("cmx_connect_active_sessions_by_authtype", (("authtype", "SMS"),)), 0) == sms
+    assert got[("cmx_connect_poll_requests", ())] == 3
+
+
+def test_no_personal_data_in_the_exposition() -> None:
+    text = recorded_poll_state(Clock()).exposition().decode()
+    for rec in json.loads((HERE / "fixtures" / "clients-page0.json").read_text())["records"]:
+        for key in ("macAddress", "Name", "Email"):
+            assert rec[key] not in text
+
+
+def test_before_the_first_poll_up_is_zero_and_there_are_no_sessions() -> None:
+    state = State(stale_after=180, version="1.2.3")
+    got = samples(state)
+    assert got[("cmx_connect_up", ())] == 0
+    assert not names(state) & SESSION_METRICS
+    assert {got[("cmx_connect_poll_errors_total", (("reason", r),))] for r in REASONS} == {0}
+
+
+def test_failure_keeps_counts_until_stale_then_drops_them() -> None:
+    clock = Clock()
+    state = recorded_poll_state(clock)
+    clock.now += 60
+    state.record_failure(PollError("timeout", "no answer"), requests=4)
+    got = samples(state)
+    assert got[("cmx_connect_up", ())] == 0
+    assert got[("cmx_connect_active_sessions", ())] == 7
+    assert got[("cmx_connect_poll_errors_total", (("reason", "timeout"),))] == 1
+    assert got[("cmx_connect_poll_requests", ())] == 4
+    clock.now += 120  # exactly stale_after since the success: still shown
+    assert "cmx_connect_active_sessions" in names(state)
+    clock.now += 1
+    assert not names(state) & SESSION_METRICS
+    assert got[("cmx_connect_last_success_timestamp_seconds", ())] == 1_795_000_000.0
+    assert ("cmx_connect_last_success_timestamp_seconds", ()) in samples(state)
+
+
+def test_recovery_brings_fresh_counts_back() -> None:
+    clock = Clock()
+    state = recorded_poll_state(clock)
+    clock.now += 1000
+    state.record_failure(PollError("auth", "denied"), requests=1)
+    assert not names(state) & SESSION_METRICS
+    state.record_success(state.snapshot.counts, duration=0.1, requests=2)  # type: ignore[arg-type]
+    got = samples(state)
+    assert got[("cmx_connect_up", ())] == 1
+    assert got[("cmx_connect_active_sessions", ())] == 7
+    assert got[("cmx_connect_poll_errors_total", (("reason", "auth"),))] == 1
+
+
+def test_scrapes_between_polls_reuse_one_rendering() -> None:
+    state = recorded_poll_state(Clock())
+    assert state.exposition() is state.exposition()
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_promtool_accepts_the_exposition(tmp_path: Path, failed: bool) -> None:
+    promtool = require_tool("promtool")
+    state = recorded_poll_state(Clock())
+    if failed:
+        state.record_failure(PollError("http", "CMX answered HTTP 500"), requests=4)
+    result = subprocess.run([promtool, "check", "metrics"], input=state.exposition(), capture_output=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
