@@ -3,7 +3,7 @@
 import json
 import re
 
-from .helpers import GRAFANA
+from .support import GRAFANA
 
 DASHBOARD_FILE = GRAFANA / "dashboards" / "cmx-connect-exporter.json"
 

@@ -3,7 +3,7 @@
 import json
 import re
 
-from .helpers import ROOT
+from .support import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 

@@ -3,7 +3,7 @@ PrometheusRule kept equal to deploy/prometheus/alerts.yml, the one source."""
 
 import pytest
 
-from .helpers import DEPLOY, load_yaml
+from .support import DEPLOY, load_yaml
 
 RULES = load_yaml(DEPLOY / "prometheus" / "alerts.yml")
 ALERTS = [rule for group in RULES["groups"] for rule in group["rules"] if "alert" in rule]

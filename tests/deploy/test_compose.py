@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .helpers import DEPLOY, GRAFANA, ROOT, load_yaml, run_tool
+from .support import DEPLOY, GRAFANA, ROOT, load_yaml, run_tool
 
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 COMPOSE = load_yaml(COMPOSE_FILE)

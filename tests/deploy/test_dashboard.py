@@ -6,7 +6,7 @@ import runpy
 import pytest
 
 from . import dashboard as board
-from .helpers import GRAFANA
+from .support import GRAFANA
 
 DASHBOARD = board.load()
 PANELS = [panel for panel in board.panels(DASHBOARD) if panel["type"] != "row"]

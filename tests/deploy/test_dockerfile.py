@@ -5,7 +5,7 @@ import json
 import re
 
 from .dockerfile import DOCKERFILE, final_stage, healthcheck_command, instructions
-from .helpers import run_tool
+from .support import run_tool
 
 
 def test_hadolint_is_clean_at_warning_level():

@@ -21,7 +21,7 @@ import yaml
 
 from . import dashboard as board
 from .dockerfile import healthcheck_command
-from .helpers import DEPLOY, ROOT, load_yaml, require_tool
+from .support import DEPLOY, ROOT, load_yaml, require_tool
 
 pytestmark = pytest.mark.slow
 

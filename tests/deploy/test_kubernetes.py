@@ -3,7 +3,7 @@ asks of every exporter container, and the wiring of the ServiceMonitor."""
 
 import pytest
 
-from .helpers import DEPLOY, load_yaml, load_yaml_documents, run_tool
+from .support import DEPLOY, load_yaml, load_yaml_documents, run_tool
 
 MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
 # Kinds from the Prometheus Operator's CRDs: kubernetes-validate has no schema for them.

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from . import dashboard as board
-from .helpers import DEPLOY, load_yaml
+from .support import DEPLOY, load_yaml
 
 # The metric names fixed in issue 2, the exporter's contract.
 SERVED = {

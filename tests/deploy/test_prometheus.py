@@ -1,6 +1,6 @@
 """deploy/prometheus through promtool: the config, the rules and the rules' unit tests."""
 
-from .helpers import DEPLOY, run_tool
+from .support import DEPLOY, run_tool
 
 PROMETHEUS = DEPLOY / "prometheus"
 

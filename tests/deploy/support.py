@@ -1,32 +1,17 @@
-"""Shared helpers for the deploy tests: where the files are, and how to get at a tool."""
+"""Shared by the deploy tests: where the files are, running a tool, reading YAML.
 
-import os
-import shutil
+Finding a tool is tests/helpers.py's require_tool, the project's one rule for it."""
+
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 GRAFANA = ROOT / "grafana"
-
-
-def require_tool(name: str) -> str:
-    """The path of the command-line tool `name`, searched on PATH and beside this Python (a venv's bin/).
-
-    A missing tool skips the test on a developer's machine, but fails it when CI is set:
-    there every tool must be installed, and a skip would hide that it was not.
-    """
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    path = shutil.which(name, path=search)
-    if path:
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not installed, and CI is set: CI must install it", pytrace=False)
-    pytest.skip(f"{name} is not installed")
 
 
 def run_tool(name: str, *args: str | Path, cwd: Path | None = None) -> str:
