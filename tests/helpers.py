@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 import responses
+from prometheus_client.parser import text_string_to_metric_families
 from responses import matchers
 
 from exporter.client import CLIENTS_PATH, CmxClient
@@ -62,3 +71,69 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required in CI but was not found on PATH")
         pytest.skip(f"{name} not installed")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """Exposition text to {(name, sorted labels): value}, through prometheus_client's own parser."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+class ExporterProcess:
+    """The real console script in a child process, talking to CMX over real HTTP."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{self.port}", *args],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def __enter__(self) -> ExporterProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def metrics_text(self) -> str:
+        return requests.get(self.url + "/metrics", timeout=5).text
+
+    def scrape(self) -> Samples:
+        return parse_samples(self.metrics_text())
+
+    def wait_for(self, check: Callable[[Samples], bool], timeout: float = 20) -> Samples:
+        """Scrape until ``check`` holds; fails with the last scrape and the log when it never does."""
+        deadline = time.monotonic() + timeout
+        samples: Samples = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"exporter exited with {self.proc.returncode}:\n{self.stop()}")
+            with contextlib.suppress(requests.ConnectionError):
+                samples = self.scrape()
+                if check(samples):
+                    return samples
+            time.sleep(0.1)
+        pytest.fail(f"condition not met within {timeout} s; last scrape: {samples}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> str:
+        """Stop the process as an orchestrator would; returns everything it logged."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        output, _ = self.proc.communicate(timeout=timeout)
+        return output
+
+
+def up(samples: Samples) -> bool:
+    return samples.get(("cmx_connect_up", ()), 0) == 1

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import responses
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.client import PollError
 from exporter.poll import count_active_sessions
 from exporter.snapshot import State
-from helpers import add_page, make_client, require_tool
+from helpers import Samples, add_page, make_client, parse_samples, require_tool
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden" / "metrics.prom"
@@ -41,10 +40,8 @@ def recorded_poll_state(clock: Clock) -> State:
     return state
 
 
-def samples(state: State) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = state.exposition().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+def samples(state: State) -> Samples:
+    return parse_samples(state.exposition().decode())
 
 
 def names(state: State) -> set[str]:
