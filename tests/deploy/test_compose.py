@@ -1,6 +1,8 @@
 """deploy/compose.yaml: the compose-spec schema, and that its parts find each other.
 No Docker engine runs here, so the wiring is checked from the files."""
 
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -85,3 +87,10 @@ def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard():
     assert any(host_path("grafana", provider["options"]["path"]).glob("*.json"))
     home = SERVICES["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert host_path("grafana", home).is_file()
+
+
+def test_the_simulator_accepts_the_compose_command():
+    # argparse checks every argument before it reaches the final --help, which then exits 0.
+    command = [sys.executable, "-m", "exporter.simulator", *SERVICES["simulator"]["command"], "--help"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -3,38 +3,12 @@ asks of every exporter container, and the wiring of the ServiceMonitor."""
 
 import pytest
 
-from .support import DEPLOY, load_yaml, load_yaml_documents, run_tool
-
-MANIFESTS = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
-# Kinds from the Prometheus Operator's CRDs: kubernetes-validate has no schema for them.
-CRD_API_GROUPS = {"monitoring.coreos.com"}
-EXPORTER = "cmx-connect-exporter"
+from .manifests import MANIFESTS, documents, exporter_containers, is_crd, of_kind
+from .support import DEPLOY, load_yaml, run_tool
 
 
-def documents():
-    """(file name, document) for every document of every manifest."""
-    return [(path.name, document) for path in MANIFESTS for document in load_yaml_documents(path)]
-
-
-def of_kind(kind):
-    return [document for _, document in documents() if document["kind"] == kind]
-
-
-def is_crd(document):
-    return document["apiVersion"].split("/")[0] in CRD_API_GROUPS
-
-
-def pod_specs():
-    for name, document in documents():
-        if document["kind"] == "Pod":
-            yield name, document["spec"]
-        elif document["kind"] in {"Deployment", "StatefulSet", "DaemonSet"}:
-            yield name, document["spec"]["template"]["spec"]
-
-
-def exporter_containers():
-    return [pytest.param(spec, container, id=name) for name, spec in pod_specs()
-            for container in spec["containers"] if container["name"] == EXPORTER]
+def exporter_params():
+    return [pytest.param(pod, container, id=name) for name, pod, container in exporter_containers()]
 
 
 def test_the_expected_kinds_are_there():
@@ -50,10 +24,10 @@ def test_built_in_kinds_pass_strict_validation():
 
 
 def test_the_exporter_runs_in_the_sidecar_pod_and_the_deployment():
-    assert {param.id for param in exporter_containers()} == {"sidecar-pod.yaml", "deployment.yaml"}
+    assert {name for name, _, _ in exporter_containers()} == {"sidecar-pod.yaml", "deployment.yaml"}
 
 
-@pytest.mark.parametrize(("pod", "container"), exporter_containers())
+@pytest.mark.parametrize(("pod", "container"), exporter_params())
 def test_exporter_container_is_hardened_and_probed(pod, container):
     security = container["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] or security["runAsNonRoot"]
@@ -67,7 +41,7 @@ def test_exporter_container_is_hardened_and_probed(pod, container):
     assert "memory" in container["resources"]["limits"]
 
 
-@pytest.mark.parametrize(("pod", "container"), exporter_containers())
+@pytest.mark.parametrize(("pod", "container"), exporter_params())
 def test_exporter_password_comes_from_a_secret_file(pod, container):
     env = {variable["name"]: variable for variable in container["env"]}
     assert "CMX_PASSWORD" not in env, "the password belongs in a file, not the environment"
