@@ -233,10 +233,10 @@ def test_prometheus_loaded_and_evaluates_every_alert_rule(stack):
     assert sorted(rule["name"] for rule in rules) == sorted(alert["alert"] for alert in ALERTS)
 
 
-@pytest.mark.parametrize(("live", "exit_ok"), [(True, True), (False, False)], ids=["live", "dead"])
-def test_the_image_healthcheck_passes_only_against_a_live_exporter(stack, live, exit_ok):
+@pytest.mark.parametrize("live", [True, False], ids=["live", "dead"])
+def test_the_image_healthcheck_passes_only_against_a_live_exporter(stack, live):
     address = stack.instance if live else f"127.0.0.1:{free_port()}"
     command = [sys.executable, *healthcheck_command()[1:]]  # the image's `python` is this one here
     environment = {**os.environ, "CMX_LISTEN_ADDRESS": address}
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=30)
-    assert (result.returncode == 0) == exit_ok, result.stderr
+    assert (result.returncode == 0) == live, result.stderr
