@@ -98,8 +98,10 @@ class CmxClient:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._requests = 0
-        retry = _Retry(
+        retry = _Retry(  # a read timeout means CMX is struggling: asking again would only add load
             total=RETRIES,
+            read=0,
+            other=0,
             backoff_factor=BACKOFF_FACTOR,
             backoff_max=BACKOFF_MAX,
             backoff_jitter=0.2,

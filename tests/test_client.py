@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import pytest
 import requests
 import responses
 
-from exporter.client import PollError
+from exporter.client import CmxClient, PollError
 from helpers import ENDPOINT, add_page, envelope, make_client, record
 
 
@@ -127,3 +131,18 @@ def test_no_message_carries_the_password_or_record_data() -> None:
     error = fetch_error(responses.mock)
     for secret in ("s3cr3t-canary", "jane.doe", "00:1"):
         assert secret not in str(error)
+
+
+def test_a_hanging_server_is_asked_once_and_times_out() -> None:
+    """A read timeout is not retried: CMX is struggling, and asking again only adds load."""
+    accepted: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        threading.Thread(target=lambda: accepted.extend(listener.accept()[0] for _ in range(8)), daemon=True).start()
+        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p", timeout=0.5)
+        with pytest.raises(PollError) as caught:
+            client.fetch_page(0, 10)
+        time.sleep(0.3)
+    assert caught.value.reason == "timeout"
+    assert (len(accepted), client.requests_made) == (1, 1)
