@@ -1,0 +1,94 @@
+"""The Grafana dashboard JSON: shape, variables, units and the panels issue 3 lists."""
+
+import re
+import runpy
+
+import pytest
+
+from . import dashboard as board
+from .support import GRAFANA
+
+DASHBOARD = board.load()
+PANELS = [panel for panel in board.panels(DASHBOARD) if panel["type"] != "row"]
+TARGETS = board.targets(DASHBOARD)
+SPLITS = ["authtype", "os", "device", "language"]
+
+
+def exprs_of(panel_type):
+    return [target["expr"] for panel in PANELS if panel["type"] == panel_type for target in panel["targets"]]
+
+
+def test_the_json_is_what_build_dashboard_py_writes():
+    builder = runpy.run_path(str(GRAFANA / "build_dashboard.py"))
+    assert board.DASHBOARD_FILE.read_text() == builder["render"](), "run python grafana/build_dashboard.py"
+
+
+def test_it_has_no_inputs_and_no_import_placeholders():
+    assert "__inputs" not in DASHBOARD
+    assert "${DS_" not in board.DASHBOARD_FILE.read_text()
+
+
+def test_identity_tags_and_refresh():
+    assert DASHBOARD["uid"] == "cmx-connect-exporter"
+    assert DASHBOARD["tags"]
+    assert DASHBOARD["refresh"] == "1m"
+
+
+def test_panel_ids_are_unique():
+    ids = [panel["id"] for panel in board.panels(DASHBOARD)]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_datasource_variable_and_job_and_instance_variables():
+    variables = {variable["name"]: variable for variable in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert board.variable_query(variables["job"]).startswith("label_values(")
+    assert '$job' in board.variable_query(variables["instance"])
+
+
+def test_every_panel_and_query_uses_the_datasource_variable():
+    for panel in PANELS:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert all(target["datasource"]["uid"] == "${datasource}" for target in panel["targets"])
+
+
+@pytest.mark.parametrize("panel", PANELS, ids=lambda panel: panel["title"])
+def test_every_panel_has_a_unit(panel):
+    assert panel["fieldConfig"]["defaults"].get("unit")
+
+
+@pytest.mark.parametrize(("title", "target"), TARGETS, ids=[title for title, _ in TARGETS])
+def test_every_query_is_filtered_by_job_and_instance(title, target):
+    assert 'job=~"$job"' in target["expr"] and 'instance=~"$instance"' in target["expr"]
+
+
+@pytest.mark.parametrize(("title", "target"), TARGETS, ids=[title for title, _ in TARGETS])
+def test_rate_and_increase_use_grafana_s_intervals(title, target):
+    windows = re.findall(r"\b(?:rate|irate|increase)\([^\[]*\[([^\]]+)\]", target["expr"])
+    assert set(windows) <= {"$__rate_interval", "$__range"}
+
+
+def test_active_sessions_now_and_over_time():
+    assert any("cmx_connect_active_sessions{" in expr for expr in exprs_of("stat"))
+    assert any("cmx_connect_active_sessions{" in expr for expr in exprs_of("timeseries"))
+
+
+@pytest.mark.parametrize("label", SPLITS)
+def test_each_split_is_shown_now_and_stacked_over_time(label):
+    metric = f"cmx_connect_active_sessions_by_{label}{{"
+    assert any(metric in expr for expr in exprs_of("piechart") + exprs_of("bargauge"))
+    stacked = [panel for panel in PANELS if panel["type"] == "timeseries"
+               and any(metric in target["expr"] for target in panel["targets"])]
+    assert stacked and stacked[0]["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+
+
+@pytest.mark.parametrize("needed", [
+    "cmx_connect_up{",
+    "time() - cmx_connect_last_success_timestamp_seconds{",
+    "cmx_connect_poll_duration_seconds{",
+    "cmx_connect_poll_requests{",
+    "sum by (reason) (increase(cmx_connect_poll_errors_total{",
+])
+def test_the_exporter_health_panels(needed):
+    assert any(needed in target["expr"] for _, target in TARGETS)

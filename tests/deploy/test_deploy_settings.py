@@ -1,0 +1,44 @@
+"""The CMX_* settings that the compose stack and the Kubernetes manifests give the exporter
+are real settings with valid values, checked by the exporter's own settings loader."""
+
+import os
+
+import pytest
+
+from exporter.settings import Settings, SettingsError, env_name, load_settings
+
+from .manifests import exporter_containers
+from .support import DEPLOY, load_yaml
+
+KNOWN = {env_name(field) for field in Settings.model_fields}
+# Files mounted at run time, which do not exist here.
+PATH_SETTINGS = {"CMX_PASSWORD_FILE", "CMX_CA_BUNDLE"}
+
+
+def deploy_environments():
+    """The exporter's environment in each deploy file; a value from a Secret is only known in the cluster."""
+    compose = load_yaml(DEPLOY / "compose.yaml")["services"]["exporter"]["environment"]
+    return [pytest.param(compose, id="compose.yaml")] + [
+        pytest.param({variable["name"]: variable.get("value", "from-the-cluster") for variable in container["env"]},
+                     id=name)
+        for name, _, container in exporter_containers()
+    ]
+
+
+@pytest.mark.parametrize("environment", deploy_environments())
+def test_deploy_files_set_only_real_settings(environment):
+    assert set(environment) <= KNOWN
+
+
+@pytest.mark.parametrize("environment", deploy_environments())
+def test_the_exporter_accepts_the_deploy_files_settings(environment, monkeypatch, tmp_path):
+    secret = tmp_path / "mounted-file"
+    secret.write_text("demo\n")
+    for name in [name for name in os.environ if name.startswith("CMX_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(secret) if name in PATH_SETTINGS else str(value))
+    try:
+        load_settings([])
+    except SettingsError as error:
+        pytest.fail(str(error))

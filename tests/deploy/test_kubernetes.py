@@ -1,0 +1,64 @@
+"""deploy/kubernetes: schema validation of the built-in kinds, the hardening issue 3
+asks of every exporter container, and the wiring of the ServiceMonitor."""
+
+import pytest
+
+from .manifests import MANIFESTS, documents, exporter_containers, is_crd, of_kind
+from .support import DEPLOY, load_yaml, run_tool
+
+
+def exporter_params():
+    return [pytest.param(pod, container, id=name) for name, pod, container in exporter_containers()]
+
+
+def test_the_expected_kinds_are_there():
+    kinds = {document["kind"] for _, document in documents()}
+    assert {"Pod", "Deployment", "Service", "Secret", "ServiceMonitor", "PrometheusRule"} <= kinds
+
+
+def test_built_in_kinds_pass_strict_validation():
+    crd_files = {name for name, document in documents() if is_crd(document)}
+    files = [path for path in MANIFESTS if path.name not in crd_files]
+    assert len(files) >= 4
+    run_tool("kubernetes-validate", "--strict", *files)
+
+
+def test_the_exporter_runs_in_the_sidecar_pod_and_the_deployment():
+    assert {name for name, _, _ in exporter_containers()} == {"sidecar-pod.yaml", "deployment.yaml"}
+
+
+@pytest.mark.parametrize(("pod", "container"), exporter_params())
+def test_exporter_container_is_hardened_and_probed(pod, container):
+    security = container["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] or security["runAsNonRoot"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    for probe in ["livenessProbe", "readinessProbe"]:
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert "memory" in container["resources"]["limits"]
+
+
+@pytest.mark.parametrize(("pod", "container"), exporter_params())
+def test_exporter_password_comes_from_a_secret_file(pod, container):
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert "CMX_PASSWORD" not in env, "the password belongs in a file, not the environment"
+    password_file = env["CMX_PASSWORD_FILE"]["value"]
+    secret_volumes = {volume["name"] for volume in pod["volumes"] if "secret" in volume}
+    mounts = [mount for mount in container["volumeMounts"] if mount["name"] in secret_volumes]
+    assert any(password_file.startswith(mount["mountPath"].rstrip("/") + "/") for mount in mounts)
+
+
+def test_the_service_monitor_scrapes_both_services_under_the_job_the_alerts_expect():
+    (monitor,) = of_kind("ServiceMonitor")
+    (scrape_job,) = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"]
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    ports = {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]}
+    services = [service for service in of_kind("Service")
+                if wanted.items() <= service["metadata"]["labels"].items()]
+    assert len(services) == 2, "the standalone Service and the sidecar's"
+    for service in services:
+        assert ports <= {port["name"] for port in service["spec"]["ports"]}
+        assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == scrape_job["job_name"]

@@ -1,0 +1,54 @@
+"""The dashboard and the alert rules use only metric names the exporter really serves."""
+
+import re
+
+import pytest
+
+from . import dashboard as board
+from .support import DEPLOY, load_yaml
+
+# The metric names fixed in issue 2, the exporter's contract.
+SERVED = {
+    "cmx_connect_up",
+    "cmx_connect_active_sessions",
+    "cmx_connect_active_sessions_by_authtype",
+    "cmx_connect_active_sessions_by_os",
+    "cmx_connect_active_sessions_by_device",
+    "cmx_connect_active_sessions_by_language",
+    "cmx_connect_last_success_timestamp_seconds",
+    "cmx_connect_poll_duration_seconds",
+    "cmx_connect_poll_requests",
+    "cmx_connect_poll_errors_total",
+    "cmx_connect_exporter_build_info",
+}
+# Prometheus's own per-target series, which the exporter-down alert needs.
+FROM_PROMETHEUS = {"up"}
+
+DASHBOARD = board.load()
+DASHBOARD_QUERIES = [target["expr"] for _, target in board.targets(DASHBOARD)] + [
+    board.variable_query(variable) for variable in board.query_variables(DASHBOARD)
+]
+RULES = load_yaml(DEPLOY / "prometheus" / "alerts.yml")
+RULE_QUERIES = [rule["expr"] for group in RULES["groups"] for rule in group["rules"]]
+
+
+def metric_names(promql):
+    """Names that prefix a {selector}, and any cmx_ name, in a PromQL expression."""
+    return set(re.findall(r"([A-Za-z_:][\w:]*)\s*\{", promql)) | set(re.findall(r"\bcmx_\w+", promql))
+
+
+@pytest.mark.parametrize("promql", DASHBOARD_QUERIES)
+def test_dashboard_queries_use_served_metrics_only(promql):
+    assert metric_names(promql), "no metric found"
+    assert metric_names(promql) <= SERVED
+
+
+@pytest.mark.parametrize("promql", RULE_QUERIES)
+def test_alert_rules_use_served_metrics_only(promql):
+    assert metric_names(promql), "no metric found"
+    assert metric_names(promql) <= SERVED | FROM_PROMETHEUS
+
+
+def test_the_dashboard_shows_every_served_metric():
+    shown = set().union(*map(metric_names, DASHBOARD_QUERIES))
+    assert shown >= SERVED
