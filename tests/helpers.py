@@ -137,3 +137,11 @@ class ExporterProcess:
 
 def up(samples: Samples) -> bool:
     return samples.get(("cmx_connect_up", ()), 0) == 1
+
+
+def console_script() -> str:
+    """The installed ``cmx-connect-exporter`` entry point beside this interpreter, as users run it."""
+    path = os.path.join(os.path.dirname(sys.executable), "cmx-connect-exporter")
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing; install the package with pip install -e .")
+    return path
