@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> None:
             settings.read_password()  # fail now, not at the first poll
     except SettingsError as exc:
         _usage_error(str(exc))
-    except OSError as exc:
-        _usage_error(f"invalid setting CMX_PASSWORD_FILE (--password-file): cannot read it ({exc.strerror})")
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

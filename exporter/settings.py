@@ -110,9 +110,14 @@ class Settings(BaseSettings):
         return parse_listen_address(self.listen_address)
 
     def read_password(self) -> str | None:
-        """Read the secret late, so it lives in as few places as possible."""
+        """Read the secret late, so it lives in as few places as possible. Raises SettingsError."""
         if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            try:
+                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise SettingsError(_name("password_file", f"cannot read it ({exc.strerror})")) from None
+            except UnicodeDecodeError:  # the message would quote the bytes around the bad one
+                raise SettingsError(_name("password_file", "is not UTF-8 text")) from None
         return self.password.get_secret_value() if self.password is not None else None
 
 

@@ -86,6 +86,7 @@ INVALID = [
     (["--url", "https://cmx", "--ca-bundle", "/no/such/ca.pem"], "CMX_CA_BUNDLE"),
     (["--url", "https://cmx", "--ca-bundle", "{dir}"], "CMX_CA_BUNDLE"),
     (["--url", "https://cmx", "--password-file", "/no/such/file"], "CMX_PASSWORD_FILE"),
+    (["--url", "https://cmx", "--password-file", "{not_utf8}"], "CMX_PASSWORD_FILE"),
     (["--url", "https://cmx", "--password", "x", "--password-file", "{this}"], "CMX_PASSWORD_FILE"),
     (["--url", "https://cmx", "--insecure-skip-verify", "--ca-bundle", "{this}"], "CMX_INSECURE_SKIP_VERIFY"),
 ]
