@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import MaxRetryError, NameResolutionError, ResponseError
 from urllib3.util.retry import Retry
 
@@ -115,7 +116,8 @@ class CmxClient:
         session = requests.Session()
         session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
         session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
-        session.auth = (username, password) if username is not None else None
+        if username is not None:  # as UTF-8 bytes (RFC 7617); requests would encode str as Latin-1 or fail
+            session.auth = HTTPBasicAuth(username.encode(), (password or "").encode())
         session.verify = verify
         session.trust_env = False  # no netrc or proxy variables: what is configured is what is sent
         session.headers["Accept"] = "application/json"

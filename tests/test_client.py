@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
@@ -28,6 +29,20 @@ def test_page_is_parsed_and_auth_is_basic() -> None:
     assert [r["macAddress"] for r in page.records] == ["00:11:22:33:44:55"]
     assert page.next_index == 0
     assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize(("password", "credentials"), [
+    ("Grüße-€-🔑", "api:Grüße-€-🔑"),
+    ("plain", "api:plain"),
+    (None, "api:"),  # a user without a password, not the word "None"
+])
+@responses.activate
+def test_basic_auth_sends_utf8_so_any_password_works(password: str | None, credentials: str) -> None:
+    """RFC 7617's charset: a password outside Latin-1 must log in, not fail every poll."""
+    add_page(responses.mock, 0, 10, envelope([]))
+    make_client(password=password).fetch_page(0, 10)
+    sent = responses.calls[0].request.headers["Authorization"]
+    assert sent == "Basic " + base64.b64encode(credentials.encode()).decode()
 
 
 @pytest.mark.parametrize(("status", "reason", "words"), [
