@@ -301,6 +301,22 @@ def test_paging_faults(fresh: Simulator, http: requests.Session) -> None:
     assert 0 < get(http, fresh, status="active", count=10, index=40).json()["nextIndex"] < 40
     with pytest.raises(ValueError, match="unknown fault"):
         fresh.fault = "gremlins"
+    with pytest.raises(ValueError, match="unknown fault"):
+        fresh.fault = "redirect:elsewhere"
+
+
+def test_fault_from_index_spares_the_first_pages(fresh: Simulator, http: requests.Session) -> None:
+    fresh.fault, fresh.fault_from_index = "status:500", 20
+    assert get(http, fresh, status="active", count=10, index=10).status_code == 200
+    assert get(http, fresh, status="active", count=10, index=20).status_code == 500
+    assert get(http, fresh, status="active", count=10, index=30).status_code == 500
+
+
+def test_redirect_fault_points_the_same_request_elsewhere(fresh: Simulator, http: requests.Session) -> None:
+    fresh.fault = "redirect:http://127.0.0.2:8080/"
+    response = http.get(fresh.url + CLIENTS, params={"index": 5, "count": 10}, timeout=5, allow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"http://127.0.0.2:8080{CLIENTS}?index=5&count=10"
 
 
 def test_huge_fault_streams_50_mb(fresh: Simulator, http: requests.Session) -> None:
