@@ -12,7 +12,7 @@ import requests
 import responses
 
 from exporter.client import CmxClient, PollError
-from helpers import ENDPOINT, add_page, envelope, make_client, record
+from helpers import ENDPOINT, add_page, envelope, free_port, make_client, record
 
 
 def fetch_error(rsps: responses.RequestsMock, **client_options: object) -> PollError:
@@ -138,6 +138,21 @@ def test_oversized_body_is_refused() -> None:
 def test_transport_errors_map_to_reasons(exc: Exception, reason: str) -> None:
     responses.get(ENDPOINT, body=exc)
     assert fetch_error(responses.mock).reason == reason
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    (f"http://127.0.0.1:{free_port()}", "cannot connect to 127.0.0.1"),  # nothing listens there
+    ("http://cmx.invalid", "cannot resolve cmx.invalid"),
+])
+def test_refused_and_unresolved_are_connection_errors_after_retries(url: str, words: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over real sockets: urllib3 files a refused connection under its timeouts, the reason must not."""
+    monkeypatch.setattr("exporter.client.BACKOFF_FACTOR", 0)
+    client = CmxClient(url, username="u", password="p", timeout=1)
+    with pytest.raises(PollError) as caught:
+        client.fetch_page(0, 10)
+    assert (caught.value.reason, str(caught.value)) == ("connection", words)
+    assert client.requests_made == 4, "one try and three retries"
 
 
 @responses.activate
