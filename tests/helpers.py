@@ -66,13 +66,19 @@ def make_client(**overrides: Any) -> CmxClient:
     return CmxClient(BASE_URL, **options)
 
 
+def require(available: bool, what: str) -> None:
+    """Skip a test whose tool or privilege is missing, except in CI, where that is a failure."""
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is required in CI but is missing")
+        pytest.skip(f"{what} is missing")
+
+
 def require_tool(name: str) -> str:
     """The tool's path; skip without it, except in CI, where a missing tool is a failure."""
     path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required in CI but was not found on PATH")
-        pytest.skip(f"{name} not installed")
+    require(path is not None, f"{name} on PATH")
+    assert path is not None
     return path
 
 
