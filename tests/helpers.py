@@ -213,3 +213,13 @@ def console_script() -> str:
     if not os.path.exists(path):
         pytest.fail(f"{path} is missing; install the package with pip install -e .")
     return path
+
+
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A truly self-signed certificate for ``host`` (its own CA) and its key, made by the openssl CLI."""
+    cert, key = folder / "self-signed.pem", folder / "self-signed.key"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -34,6 +34,7 @@ from helpers import (
     parse_samples,
     poll_errors,
     require,
+    self_signed_certificate,
     session_counts,
     up,
 )
@@ -452,3 +453,24 @@ def test_at_info_level_the_retries_behind_a_failed_poll_stay_out_of_the_log() ->
     assert {entry["logger"] for entry in entries} <= {"exporter", "exporter.scheduler", "apscheduler.scheduler"}
     failed = [entry for entry in entries if entry["message"].startswith("poll failed: ")]
     assert len(failed) >= poll_errors(samples)["connection"]
+
+
+@pytest.mark.parametrize(("extra", "polls", "logs"), [
+    ([], False, "TLS handshake with 127.0.0.1 failed; check the certificate or set CMX_CA_BUNDLE"),
+    (["--ca-bundle", "{cert}"], True, None),
+    (["--insecure-skip-verify"], True, "TLS certificate verification is off"),
+], ids=["verified-by-default", "ca-bundle", "insecure-skip-verify"])
+def test_self_signed_cmx(extra: list[str], polls: bool, logs: str | None, tmp_path: Path) -> None:
+    """Verification is on unless turned off, which logs a warning; CMX_CA_BUNDLE is the better way in."""
+    cert, key = self_signed_certificate(tmp_path)
+    with Simulator(SESSIONS, seed=SEED, password=CANARY, certfile=str(cert), keyfile=str(key)) as sim, \
+            ExporterProcess("--url", sim.url, "--username", "demo", "--poll-interval", str(INTERVAL),
+                            *[word.format(cert=cert) for word in extra], env={"CMX_PASSWORD": CANARY}) as exporter:
+        samples = exporter.wait_for(lambda s: up(s) or poll_errors(s)["connection"] > 0)
+        log = exporter.stop()
+    assert up(samples) == polls
+    assert session_counts(samples) == (sim.active_counts() if polls else None)
+    warnings = [line for line in log.splitlines() if "verification is off" in line]
+    assert len(warnings) == (1 if "--insecure-skip-verify" in extra else 0)
+    if logs:
+        assert logs in log

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from exporter.simulator import Simulator
+from helpers import self_signed_certificate
 
 CLIENTS = "/api/connect/v1/clients"
 EXPORT = CLIENTS + "/export"
@@ -380,14 +380,8 @@ def test_command_line_serves_until_sigterm() -> None:
             proc.kill()  # only if an assertion left it running
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None and not os.environ.get("CI"), reason="needs openssl")
 def test_tls(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     with Simulator(20, certfile=str(cert), keyfile=str(key)) as secure:
         assert secure.url.startswith("https://127.0.0.1:")
         response = requests.get(secure.url + CLIENTS, auth=AUTH, verify=str(cert), timeout=5)
