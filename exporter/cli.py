@@ -16,6 +16,7 @@ from exporter.scheduler import Poller, start_scheduler
 from exporter.server import make_app, serve
 from exporter.settings import Settings, SettingsError, load_settings
 from exporter.snapshot import State
+from exporter.webconfig import load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -78,11 +79,13 @@ def run(settings: Settings, stop: threading.Event) -> None:
         cleanup.callback(scheduler.shutdown, wait=False)
 
         host, port = settings.listen
-        server = serve(make_app(state, healthy=lambda: scheduler.running), host, port)
+        web = load_web_config(settings.web_config_file)
+        app = web.protect(make_app(state, healthy=lambda: scheduler.running))
+        server = serve(app, host, port, web.ssl_context)
         cleanup.callback(server.server_close)
         cleanup.callback(server.shutdown)
-        log.info("listening on http://%s:%d/metrics, polling %s every %g s",
-                 host, server.server_port, url, settings.poll_interval)
+        log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.server_port,
+                 " (basic auth; /healthz open)" if web.users else "", url, settings.poll_interval)
         stop.wait()
         log.info("shutting down")
 

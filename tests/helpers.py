@@ -111,6 +111,7 @@ class ExporterProcess:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.http = requests.Session()
+        self.http.trust_env = False  # else REQUESTS_CA_BUNDLE would override http.verify
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{self.port}", *args],

@@ -53,7 +53,11 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("bad-settings")
     not_utf8 = folder / "not-utf8"
     not_utf8.write_bytes(b"pw\xff\xfe\n")
-    return {"dir": str(folder), "not_utf8": str(not_utf8), "this": __file__}
+    bad_yaml, plain_password = folder / "web-bad-yaml.yml", folder / "web-plain-password.yml"
+    bad_yaml.write_text("basic_auth_users: [\n")
+    plain_password.write_text("basic_auth_users:\n  prometheus: hunter2\n")
+    return {"dir": str(folder), "not_utf8": str(not_utf8), "this": __file__, "bad_yaml": str(bad_yaml),
+            "plain_password": str(plain_password)}
 
 
 # Each row is a command line as a shell would take it: leading NAME=value words go to the environment,
@@ -89,6 +93,9 @@ INVALID = [
     (["--url", "https://cmx", "--password-file", "{not_utf8}"], "CMX_PASSWORD_FILE"),
     (["--url", "https://cmx", "--password", "x", "--password-file", "{this}"], "CMX_PASSWORD_FILE"),
     (["--url", "https://cmx", "--insecure-skip-verify", "--ca-bundle", "{this}"], "CMX_INSECURE_SKIP_VERIFY"),
+    (["--url", "https://cmx", "--web-config-file", "/no/such/web.yml"], "CMX_WEB_CONFIG_FILE"),
+    (["CMX_WEB_CONFIG_FILE={bad_yaml}", "--url", "https://cmx"], "CMX_WEB_CONFIG_FILE"),
+    (["--url", "https://cmx", "--web-config-file", "{plain_password}"], "CMX_WEB_CONFIG_FILE"),
 ]
 
 
@@ -101,7 +108,7 @@ def test_console_script_rejects_each_invalid_setting(words: list[str], setting: 
     for word in words:
         name, eq, value = word.partition("=")
         if eq and name.startswith("CMX_") and not argv:
-            env[name] = value
+            env[name] = value.format(**bad_files)
         else:
             argv.append(word.format(**bad_files))
     result = subprocess.run([console_script(), *argv], capture_output=True, text=True, timeout=30, env=env,
@@ -111,6 +118,7 @@ def test_console_script_rejects_each_invalid_setting(words: list[str], setting: 
     assert result.stderr.count("\n") == 1, "exactly one line"
     assert setting in result.stderr
     assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr
 
 
 def test_error_never_echoes_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
