@@ -15,6 +15,7 @@ from exporter.scheduler import Poller, start_scheduler
 from exporter.server import make_app, serve
 from exporter.settings import Settings, SettingsError, load_settings
 from exporter.snapshot import State
+from exporter.webconfig import load_web_config
 from exporter.worker import PollWorker
 
 log = logging.getLogger("exporter")
@@ -59,11 +60,13 @@ def run(settings: Settings, stop: threading.Event) -> None:
         cleanup.callback(scheduler.shutdown, wait=False)
 
         host, port = settings.listen
-        server = serve(make_app(state, healthy=lambda: scheduler.running), host, port)
+        web = load_web_config(settings.web_config_file)
+        app = web.protect(make_app(state, healthy=lambda: scheduler.running))
+        server = serve(app, host, port, web.ssl_context)
         cleanup.callback(server.server_close)
         cleanup.callback(server.shutdown)
-        log.info("listening on http://%s:%d/metrics, polling %s every %g s",
-                 host, server.server_port, url, settings.poll_interval)
+        log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.server_port,
+                 " (basic auth; /healthz open)" if web.users else "", url, settings.poll_interval)
         stop.wait()
         log.info("shutting down")
 
@@ -81,8 +84,6 @@ def main(argv: list[str] | None = None) -> None:
             settings.read_password()  # fail now, not at the first poll
     except SettingsError as exc:
         _usage_error(str(exc))
-    except OSError as exc:
-        _usage_error(f"invalid setting CMX_PASSWORD_FILE (--password-file): cannot read it ({exc.strerror})")
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError, NameResolutionError, ResponseError
+from requests.auth import HTTPBasicAuth
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ResponseError
 from urllib3.util.retry import Retry
 
 from exporter.errors import PollError
@@ -93,7 +94,8 @@ class CmxClient:
         session = requests.Session()
         session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
         session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
-        session.auth = (username, password) if username is not None else None
+        if username is not None:  # as UTF-8 bytes (RFC 7617); requests would encode str as Latin-1 or fail
+            session.auth = HTTPBasicAuth(username.encode(), (password or "").encode())
         session.verify = verify
         session.trust_env = False  # no netrc or proxy variables: what is configured is what is sent
         session.headers["Accept"] = "application/json"
@@ -161,13 +163,16 @@ class CmxClient:
 
     def _transport_error(self, exc: requests.RequestException) -> PollError:
         cause = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
-        if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError):
-            return PollError("timeout", f"no answer from {self._host} within {self._timeout:g} s")
         if isinstance(exc, requests.exceptions.SSLError):
             return PollError("connection", f"TLS handshake with {self._host} failed; "
                                            "check the certificate or set CMX_CA_BUNDLE")
+        # Before the timeouts: urllib3 makes NewConnectionError (refused, unresolved) a ConnectTimeoutError.
         if isinstance(cause, NameResolutionError):
             return PollError("connection", f"cannot resolve {self._host}")
+        if isinstance(cause, NewConnectionError):
+            return PollError("connection", f"cannot connect to {self._host}")
+        if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError):
+            return PollError("timeout", f"no answer from {self._host} within {self._timeout:g} s")
         if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
             return PollError("connection", f"cannot connect to {self._host} or the connection broke")
         return PollError("connection", f"request to {self._host} failed ({type(exc).__name__})")

@@ -22,3 +22,5 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     if level != "debug":  # APScheduler logs every run at info
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        # urllib3 warns at each retry of a failed connection; the failed poll's own line says it once
+        logging.getLogger("urllib3").setLevel(logging.ERROR)

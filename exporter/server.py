@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -72,18 +73,43 @@ def landing_page(state: State) -> str:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Access lines go to the debug log instead of stderr."""
+    """Access lines go to the debug log instead of stderr; a TLS handshake happens here, in the
+    connection's own thread, so a slow or broken client holds up no one else."""
+
+    timeout = 30  # a client that stalls is dropped, and its thread with it
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def serve(app: WSGIApp, host: str, port: int) -> WSGIServer:
-    """Bind (IPv4 or IPv6, by the address given) and serve in a daemon thread."""
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's threading WSGI server, with TLS on each accepted connection when asked."""
+
+    ssl_context: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up or fails its handshake is routine: no traceback on stderr."""
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+def serve(app: WSGIApp, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> WSGIServer:
+    """Bind (IPv4 or IPv6, by the address given) and serve, over TLS with ``ssl_context``, in a daemon thread."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    # A deep accept queue: with the default of 5, a burst of scrapers while a poll holds the GIL
-    # overflows it, and each dropped SYN costs the scraper a one-second retransmit.
-    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family, "request_queue_size": 128})
+    # A deep accept queue: with the default of 5, a burst of scrapers overflows it, and each
+    # dropped SYN costs the scraper a one-second retransmit.
+    server_class = type("Server", (_Server,), {"address_family": family, "ssl_context": ssl_context,
+                                               "request_queue_size": 128})
     server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from exporter.webconfig import load_web_config
+
 ENV_PREFIX = "CMX_"
 DEFAULT_PORT = 10180
 
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
     concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
     max_pages: Annotated[int, Field(ge=1, description="hard cap on pages per poll")] = 5000
     listen_address: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="host:port of the HTTP server")
+    web_config_file: Path | None = Field(None, description="exporter-toolkit web config file: TLS and basic auth "
+                                                           "for the HTTP server (/healthz stays open)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log format")
     demo: bool = Field(False, description="poll a built-in CMX simulator instead of a real server")
@@ -84,6 +88,12 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
+    @field_validator("web_config_file")
+    @classmethod
+    def _check_web_config(cls, value: Path | None) -> Path | None:
+        load_web_config(value)  # its WebConfigError is a ValueError that says what is wrong
+        return value
+
     @field_validator("ca_bundle", "password_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
@@ -110,9 +120,14 @@ class Settings(BaseSettings):
         return parse_listen_address(self.listen_address)
 
     def read_password(self) -> str | None:
-        """Read the secret late, so it lives in as few places as possible."""
+        """Read the secret late, so it lives in as few places as possible. Raises SettingsError."""
         if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            try:
+                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise SettingsError(_name("password_file", f"cannot read it ({exc.strerror})")) from None
+            except UnicodeDecodeError:  # the message would quote the bytes around the bad one
+                raise SettingsError(_name("password_file", "is not UTF-8 text")) from None
         return self.password.get_secret_value() if self.password is not None else None
 
 

@@ -379,6 +379,7 @@ class Simulator:
         self.error_rate = error_rate
         self.churn = churn
         self.requests_served = 0
+        self.fault_from_index = 0  # the fault hits clients requests from this index on: "page k of n"
         self._host, self._port = host, port
         self._certfile, self._keyfile = certfile, keyfile
         self._auth = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
@@ -585,13 +586,13 @@ class Simulator:
 
     @property
     def fault(self) -> str | None:
-        """The misbehaviour applied to clients requests, or None; see FAULTS."""
+        """The misbehaviour applied to clients requests, or None; see FAULTS, ``status:NNN`` and ``redirect:URL``."""
         return self._fault
 
     @fault.setter
     def fault(self, value: str | None) -> None:
-        if value is not None and value not in FAULTS and _status_fault(value) is None:
-            raise ValueError(f"unknown fault {value!r}; known: {sorted(FAULTS)} and status:NNN")
+        if value is not None and value not in FAULTS and _status_fault(value) is None and not _redirect_to(value):
+            raise ValueError(f"unknown fault {value!r}; known: {sorted(FAULTS)}, status:NNN and redirect:URL")
         self._fault = value
 
     def _wait(self, seconds: float) -> bool:
@@ -623,7 +624,7 @@ class Simulator:
         with self._lock:
             self._churn(self.churn)
             failed = self.error_rate > 0 and self._error_rng.random() < self.error_rate
-        fault = self._fault
+        fault = self._fault if q.index >= self.fault_from_index else None
         if failed:
             h.send_body(500, TEXT, b"CMX Error")
         elif path == EXPORT_PATH:
@@ -632,9 +633,12 @@ class Simulator:
             _serve_page(h, q)
         else:
             status = _status_fault(fault)
+            target = _redirect_to(fault)
             if status is not None:
                 headers = {"Retry-After": "1"} if status in (429, 503) else {}
                 h.send_body(status, TEXT, f"CMX Error {status}".encode(), headers)
+            elif target:  # the same request, elsewhere: a client that followed it would send its credentials there
+                h.send_body(302, TEXT, b"Found", {"Location": target.rstrip("/") + h.path})
             else:
                 FAULTS[fault](h, q)
 
@@ -814,6 +818,12 @@ FAULTS: dict[str, Callable[[_Handler, _Query], None]] = {
     "trickle": _trickle,
     "huge": _huge,
 }
+
+
+def _redirect_to(fault: str) -> str | None:
+    """The base URL of a ``redirect:URL`` fault, else None."""
+    name, _, target = fault.partition(":")
+    return target if name == "redirect" and target.startswith(("http://", "https://")) else None
 
 
 def _status_fault(fault: str) -> int | None:

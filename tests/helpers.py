@@ -1,4 +1,4 @@
-"""Builders shared by the unit tests: CMX records and pages as real servers send them."""
+"""Shared by the tests: CMX records and pages as real servers send them, and the exporter as a process."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from responses import matchers
 
 from exporter.client import CLIENTS_PATH, CmxClient
+from exporter.simulator import LABELS, ActiveCounts
 
 BASE_URL = "https://cmx.test"
 ENDPOINT = BASE_URL + CLIENTS_PATH
@@ -63,13 +66,19 @@ def make_client(**overrides: Any) -> CmxClient:
     return CmxClient(BASE_URL, **options)
 
 
+def require(available: bool, what: str) -> None:
+    """Skip a test whose tool or privilege is missing, except in CI, where that is a failure."""
+    if not available:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is required in CI but is missing")
+        pytest.skip(f"{what} is missing")
+
+
 def require_tool(name: str) -> str:
     """The tool's path; skip without it, except in CI, where a missing tool is a failure."""
     path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required in CI but was not found on PATH")
-        pytest.skip(f"{name} not installed")
+    require(path is not None, f"{name} on PATH")
+    assert path is not None
     return path
 
 
@@ -89,15 +98,41 @@ def parse_samples(text: str) -> Samples:
 
 
 class ExporterProcess:
-    """The real console script in a child process, talking to CMX over real HTTP."""
+    """The real console script in a child process, talking to CMX over real HTTP.
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    Its output is drained by a thread as it comes, so a chatty debug log can never fill the pipe and
+    stall the exporter, and tests can read the log while it runs. ``wrapper`` goes before the command
+    (such as ``unshare``, which execs it, so ``pid`` stays the exporter's). ``http`` is the session
+    that scrapes: set its ``verify`` and ``auth`` for an exporter serving TLS or basic auth.
+    """
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, wrapper: Sequence[str] = (),
+                 scheme: str = "http") -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.http = requests.Session()
+        self.http.trust_env = False  # else REQUESTS_CA_BUNDLE would override http.verify
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{self.port}", *args],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [*wrapper, sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{self.port}", *args],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, name="exporter-output", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def log(self) -> str:
+        """Everything it has logged so far."""
+        return "".join(self._lines)
 
     def __enter__(self) -> ExporterProcess:
         return self
@@ -106,9 +141,13 @@ class ExporterProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._reader.join(5)
+        self.http.close()
 
-    def metrics_text(self) -> str:
-        return requests.get(self.url + "/metrics", timeout=5).text
+    def metrics_text(self, timeout: float = 5) -> str:
+        response = self.http.get(self.url + "/metrics", timeout=timeout)
+        response.raise_for_status()
+        return response.text
 
     def scrape(self) -> Samples:
         return parse_samples(self.metrics_text())
@@ -125,15 +164,63 @@ class ExporterProcess:
                 if check(samples):
                     return samples
             time.sleep(0.1)
-        pytest.fail(f"condition not met within {timeout} s; last scrape: {samples}")
+        pytest.fail(f"condition not met within {timeout} s; last scrape: {samples}\nlog:\n{self.log[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> str:
         """Stop the process as an orchestrator would; returns everything it logged."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        output, _ = self.proc.communicate(timeout=timeout)
-        return output
+        self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return self.log
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """Resident memory (kB) and thread count of a live process, from /proc/<pid>/status."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "Threads"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def session_counts(samples: Samples) -> ActiveCounts | None:
+    """The session series of a scrape in the simulator's ground-truth shape; None when there are none."""
+    total = samples.get(("cmx_connect_active_sessions", ()))
+    if total is None:
+        return None
+    by_label: dict[str, dict[str, int]] = {label: {} for label in LABELS}
+    for (name, labels), value in samples.items():
+        label = name.removeprefix("cmx_connect_active_sessions_by_")
+        if label in by_label:
+            by_label[label][dict(labels)[label]] = int(value)
+    return ActiveCounts(total=int(total), by_label=by_label)
+
+
+def poll_errors(samples: Samples) -> dict[str, float]:
+    """``cmx_connect_poll_errors_total`` by reason."""
+    return {dict(labels)["reason"]: value for (name, labels), value in samples.items()
+            if name == "cmx_connect_poll_errors_total"}
 
 
 def up(samples: Samples) -> bool:
     return samples.get(("cmx_connect_up", ()), 0) == 1
+
+
+def console_script() -> str:
+    """The installed ``cmx-connect-exporter`` entry point beside this interpreter, as users run it."""
+    path = os.path.join(os.path.dirname(sys.executable), "cmx-connect-exporter")
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing; install the package with pip install -e .")
+    return path
+
+
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A truly self-signed certificate for ``host`` (its own CA) and its key, made by the openssl CLI."""
+    cert, key = folder / "self-signed.pem", folder / "self-signed.key"
+    subprocess.run(
+        [require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ import responses
 from exporter.client import CmxClient
 from exporter.errors import PollError
 from exporter.poll import Page, parse_page
-from helpers import ENDPOINT, add_page, envelope, make_client, record
+from helpers import ENDPOINT, add_page, envelope, free_port, make_client, record
 
 
 def fetch(client: CmxClient) -> Page:
@@ -34,6 +35,20 @@ def test_page_is_parsed_and_auth_is_basic() -> None:
     assert [r["macAddress"] for r in page.records] == ["00:11:22:33:44:55"]
     assert page.next_index == 0
     assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize(("password", "credentials"), [
+    ("Grüße-€-🔑", "api:Grüße-€-🔑"),
+    ("plain", "api:plain"),
+    (None, "api:"),  # a user without a password, not the word "None"
+])
+@responses.activate
+def test_basic_auth_sends_utf8_so_any_password_works(password: str | None, credentials: str) -> None:
+    """RFC 7617's charset: a password outside Latin-1 must log in, not fail every poll."""
+    add_page(responses.mock, 0, 10, envelope([]))
+    make_client(password=password).fetch_body(0, 10)
+    sent = responses.calls[0].request.headers["Authorization"]
+    assert sent == "Basic " + base64.b64encode(credentials.encode()).decode()
 
 
 @pytest.mark.parametrize(("status", "reason", "words"), [
@@ -129,6 +144,21 @@ def test_oversized_body_is_refused() -> None:
 def test_transport_errors_map_to_reasons(exc: Exception, reason: str) -> None:
     responses.get(ENDPOINT, body=exc)
     assert fetch_error(responses.mock).reason == reason
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    (f"http://127.0.0.1:{free_port()}", "cannot connect to 127.0.0.1"),  # nothing listens there
+    ("http://cmx.invalid", "cannot resolve cmx.invalid"),
+])
+def test_refused_and_unresolved_are_connection_errors_after_retries(url: str, words: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over real sockets: urllib3 files a refused connection under its timeouts, the reason must not."""
+    monkeypatch.setattr("exporter.client.BACKOFF_FACTOR", 0)
+    client = CmxClient(url, username="u", password="p", timeout=1)
+    with pytest.raises(PollError) as caught:
+        client.fetch_body(0, 10)
+    assert (caught.value.reason, str(caught.value)) == ("connection", words)
+    assert client.requests_made == 4, "one try and three retries"
 
 
 @responses.activate

@@ -10,9 +10,7 @@ import pytest
 import requests
 
 from exporter.simulator import Simulator
-from helpers import ExporterProcess, Samples, require_tool, up
-
-LABELS = ("authtype", "os", "device", "language")
+from helpers import ExporterProcess, require_tool, session_counts, up
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +23,6 @@ def cmx_args(sim: Simulator, *extra: str) -> list[str]:
     return ["--url", sim.url, "--username", "demo", "--password", "integration-pw", "--poll-interval", "1", *extra]
 
 
-def by_label(samples: Samples, label: str) -> dict[str, float]:
-    name = f"cmx_connect_active_sessions_by_{label}"
-    return {dict(labels)[label]: value for (metric, labels), value in samples.items() if metric == name}
-
-
 @pytest.mark.parametrize(("page_size", "concurrency"), [(1000, 1), (97, 4)],
                          ids=["defaults", "small-pages-concurrent"])
 def test_metrics_match_the_simulators_own_counts(simulator: Simulator, page_size: int, concurrency: int) -> None:
@@ -38,9 +31,7 @@ def test_metrics_match_the_simulators_own_counts(simulator: Simulator, page_size
     with ExporterProcess(*args) as exporter:
         samples = exporter.wait_for(up)
         exporter.stop()
-    assert samples[("cmx_connect_active_sessions", ())] == truth.total
-    for label in LABELS:
-        assert by_label(samples, label) == truth.by_label[label], label
+    assert session_counts(samples) == truth
     pages = truth.total // page_size + 1  # the last page is short, or empty on an exact multiple
     assert pages <= samples[("cmx_connect_poll_requests", ())] <= pages + concurrency - 1
 
@@ -48,9 +39,9 @@ def test_metrics_match_the_simulators_own_counts(simulator: Simulator, page_size
 def test_label_cap_folds_the_rest_into_other(simulator: Simulator) -> None:
     truth = simulator.active_counts()
     with ExporterProcess(*cmx_args(simulator, "--max-label-values", "3")) as exporter:
-        samples = exporter.wait_for(up)
-    for label in LABELS:
-        series = by_label(samples, label)
+        counts = session_counts(exporter.wait_for(up))
+    assert counts is not None
+    for label, series in counts.by_label.items():
         assert len(series) <= 3
         assert sum(series.values()) == truth.total
         top = max(truth.by_label[label].items(), key=lambda kv: kv[1])

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from exporter.simulator import Simulator
+from helpers import self_signed_certificate
 
 CLIENTS = "/api/connect/v1/clients"
 EXPORT = CLIENTS + "/export"
@@ -301,6 +301,22 @@ def test_paging_faults(fresh: Simulator, http: requests.Session) -> None:
     assert 0 < get(http, fresh, status="active", count=10, index=40).json()["nextIndex"] < 40
     with pytest.raises(ValueError, match="unknown fault"):
         fresh.fault = "gremlins"
+    with pytest.raises(ValueError, match="unknown fault"):
+        fresh.fault = "redirect:elsewhere"
+
+
+def test_fault_from_index_spares_the_first_pages(fresh: Simulator, http: requests.Session) -> None:
+    fresh.fault, fresh.fault_from_index = "status:500", 20
+    assert get(http, fresh, status="active", count=10, index=10).status_code == 200
+    assert get(http, fresh, status="active", count=10, index=20).status_code == 500
+    assert get(http, fresh, status="active", count=10, index=30).status_code == 500
+
+
+def test_redirect_fault_points_the_same_request_elsewhere(fresh: Simulator, http: requests.Session) -> None:
+    fresh.fault = "redirect:http://127.0.0.2:8080/"
+    response = http.get(fresh.url + CLIENTS, params={"index": 5, "count": 10}, timeout=5, allow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"http://127.0.0.2:8080{CLIENTS}?index=5&count=10"
 
 
 def test_huge_fault_streams_50_mb(fresh: Simulator, http: requests.Session) -> None:
@@ -364,14 +380,8 @@ def test_command_line_serves_until_sigterm() -> None:
             proc.kill()  # only if an assertion left it running
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None and not os.environ.get("CI"), reason="needs openssl")
 def test_tls(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     with Simulator(20, certfile=str(cert), keyfile=str(key)) as secure:
         assert secure.url.startswith("https://127.0.0.1:")
         response = requests.get(secure.url + CLIENTS, auth=AUTH, verify=str(cert), timeout=5)

@@ -1,0 +1,133 @@
+"""Property tests: whatever the records hold, /metrics stays valid, consistent, capped and clean.
+
+Records come over HTTP (mocked with ``responses``) through the real client, the page walk, the
+snapshot and its exposition. They carry quotes, backslashes, new lines, braces, lone surrogates,
+10,000-character strings, numbers, lists and objects where strings belong, and duplicate MACs.
+Every exposition must parse with prometheus_client's parser and pass ``promtool check metrics``
+(all examples in one call at the end, so the test stays fast), every label must sum to the total,
+no label may have more series than the cap, and no MAC, name or e-mail may show.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.poll import LABEL_KEYS, LABELS, MAX_VALUE_LENGTH, count_active_sessions
+from exporter.snapshot import State
+from helpers import add_page, envelope, make_client, require_tool
+
+NAME, EMAIL = "Jane Canary-Doe", "jane.canary@example.com"  # in every record; must never show
+DUPLICATE_MACS = ("00:11:22:33:44:55", "00-11-22-33-44-55", "0011.2233.4455", "AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee:ff")
+_unique_macs = itertools.count(0x0200_0000_0000)
+
+nasty_characters = st.one_of(
+    st.characters(),  # any code point but a surrogate
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),  # lone surrogates, sent as JSON escapes
+    st.sampled_from('"\\{}=,\n\r\t\x00\x1b\x85\u2028\u00a0 '),
+)
+# Lists joined, not st.text(): text() quietly drops the surrogates from a mixed alphabet.
+short_text = st.lists(nasty_characters, max_size=30).map("".join)
+long_text = st.lists(nasty_characters, min_size=1, max_size=4).map(lambda seed: ("".join(seed) * 10_000)[:10_000])
+numbers = st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats())
+structures = st.recursive(st.one_of(st.none(), st.booleans(), numbers, short_text),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(short_text, inner, max_size=3),
+                          max_leaves=6)
+label_value = st.one_of(short_text, short_text, long_text, numbers, structures, st.none())
+label_fields = st.fixed_dictionaries({}, optional={key: label_value for keys in LABEL_KEYS.values() for key in keys})
+mac = st.one_of(st.none(), st.sampled_from(DUPLICATE_MACS), short_text, numbers)  # None: a fresh unique MAC
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    record: dict[str, Any] = {**draw(label_fields), "Name": NAME, "Email": EMAIL}
+    chosen = draw(mac)
+    record["macAddress"] = unique_mac() if chosen is None else chosen
+    return record
+
+
+def unique_mac() -> str:
+    return next(_unique_macs).to_bytes(6, "big").hex(":")
+
+
+class PromtoolBatch:
+    """Collects every example's exposition; promtool checks them all in one run at the end."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def add(self, text: str) -> None:
+        # Distinct names per example, so one file can hold them all; the label values are what is tested.
+        self.texts.append(text.replace("cmx_connect_", f"cmx_connect_example{len(self.texts)}_"))
+
+    def check(self) -> None:
+        assert self.texts, "no example reached promtool"
+        result = subprocess.run([require_tool("promtool"), "check", "metrics"], input="".join(self.texts),
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, (result.stdout + result.stderr)[:3000]
+
+
+@pytest.fixture(scope="module")
+def promtool_batch() -> Iterator[PromtoolBatch]:
+    batch = PromtoolBatch()
+    yield batch
+    batch.check()
+
+
+def serve(rsps: responses.RequestsMock, pages: list[list[dict[str, Any]]], page_size: int) -> None:
+    """The pages as CMX sends them: JSON with ASCII escapes (so lone surrogates travel), nextIndex ahead."""
+    index = 0
+    for number, page in enumerate(pages):
+        following = index + len(page) if number < len(pages) - 1 else 0
+        add_page(rsps, index, page_size, json.dumps(envelope(page, following, page_size)).encode())
+        index += len(page)
+
+
+@settings(max_examples=300, deadline=None)
+@given(all_records=st.lists(records(), max_size=40), page_size=st.integers(1, 12), cap=st.integers(1, 6),
+       concurrency=st.sampled_from([1, 3]))
+def test_any_records_give_a_valid_consistent_capped_exposition(all_records: list[dict[str, Any]], page_size: int,
+                                                               cap: int, concurrency: int,
+                                                               promtool_batch: PromtoolBatch) -> None:
+    pages = [all_records[i:i + page_size] for i in range(0, len(all_records), page_size)]
+    for page in pages:  # each page brings a new session, or the walk rightly takes the server for one ignoring index
+        page[0]["macAddress"] = unique_mac()
+    if len(all_records) % page_size == 0:
+        pages.append([])  # a full last page is followed by an empty one, as on a real server
+    with responses.RequestsMock() as rsps:
+        serve(rsps, pages, page_size)
+        counts = count_active_sessions(make_client().fetch_body, page_size=page_size, max_pages=100,
+                                       max_label_values=cap, concurrency=concurrency)
+    state = State(stale_after=60, version="0.0.0-test")
+    state.record_success(counts, duration=0.1, requests=len(pages))
+    text = state.exposition().decode("utf-8")
+
+    series: dict[str, dict[str, float]] = {label: {} for label in LABELS}
+    total = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = sample.name.removeprefix("cmx_connect_active_sessions_by_")
+            if label in series:
+                value = sample.labels[label]
+                assert value not in series[label], "one series per value"
+                series[label][value] = sample.value
+            elif sample.name == "cmx_connect_active_sessions":
+                total = sample.value
+    assert total == counts.total <= len(all_records)
+    for label, values in series.items():
+        assert values == counts.by_label[label], "the parser reads back what the exporter meant"
+        assert sum(values.values()) == total, f"{label} does not sum to the total"
+        assert len(values) <= cap
+        assert all(0 < len(value) <= MAX_VALUE_LENGTH and value == value.strip() for value in values)
+    assert NAME not in text and EMAIL not in text
+    assert not any(m.lower() in text.lower() for m in DUPLICATE_MACS)
+    promtool_batch.add(text)
