@@ -159,7 +159,7 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
         wait_until(lambda: requests.get(base + "/healthz", timeout=1).ok, 30, "the exporter")
         # Poll times first, with one light watcher, so scrapers do not slow the polls being timed.
         quiet: set[tuple[float, float]] = set()
-        wait_until(lambda: len(quiet | _windows(requests.get(base + "/metrics", timeout=5).content, quiet)) > polls,
+        wait_until(lambda: len(_windows(requests.get(base + "/metrics", timeout=5).content, quiet)) >= polls,
                    interval * (polls + 2) + 60, f"{polls} polls")
         receive, send = multiprocessing.Pipe(duplex=False)
         scrapers = multiprocessing.get_context("spawn").Process(
@@ -242,8 +242,9 @@ def measure(sessions: int, latency: float, concurrencies: list[int], floors: int
         floor = statistics.median(floor_times)
         reference: dict[str, float] | None = None
         for concurrency in concurrencies:
-            run = exporter_run(url, concurrency=concurrency, interval=max(1.0, round(2.5 * floor + 0.5)),
-                               polls=polls)
+            # Polls take at most about half the interval, so scrapes land both in polls and between them.
+            interval = max(1.0, round(1.6 * floor + 0.5))
+            run = exporter_run(url, concurrency=concurrency, interval=interval, polls=polls)
             if run.counts.get("cmx_connect_active_sessions{}") != sessions:
                 raise SystemExit(f"exporter counted {run.counts.get('cmx_connect_active_sessions{}')} "
                                  f"sessions, expected {sessions}")
