@@ -176,7 +176,7 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
     run.counts = {s.name + json.dumps(s.labels, sort_keys=True): s.value
                   for fam in families for s in fam.samples if s.name.startswith("cmx_connect_active_sessions")}
     run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == "cmx_connect_poll_requests"))
-    run.polls = sorted(end - start for start, end in quiet)[:polls]
+    run.polls = [end - start for start, end in sorted(quiet)[:polls]]  # the first polls, cold one included
     for started, latency in samples:
         in_poll = any(start <= started <= end for start, end in windows)
         (run.scrape_during if in_poll else run.scrape_between).append(latency)
@@ -256,11 +256,60 @@ def measure(sessions: int, latency: float, concurrencies: list[int], floors: int
     return rows
 
 
+def decode_comparison(sessions: int = 10_000) -> str:
+    """What the optional orjson decoder saves on one full page, against the stdlib's json."""
+    try:
+        import orjson
+    except ImportError:
+        return "orjson is not installed (`pip install '.[fast]'`): the exporter decodes with the stdlib's json."
+    with simulator(sessions, 0.0) as url:
+        body = requests.get(url + CLIENTS, params={"status": "active", "count": "1000"}, auth=AUTH, timeout=30).content
+    times = {}
+    for name, loads in (("json", json.loads), ("orjson", orjson.loads)):
+        samples = []
+        for _ in range(30):
+            started = time.perf_counter()
+            loads(body)
+            samples.append(time.perf_counter() - started)
+        times[name] = statistics.median(samples)
+    return (f"Decoding one 1000-record page ({len(body) / 1024:.0f} KiB): json {1000 * times['json']:.2f} ms, "
+            f"orjson {1000 * times['orjson']:.2f} ms ({times['json'] / times['orjson']:.1f}x faster).")
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return (f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), "
             f"Python {platform.python_version()}")
+
+
+def targets(rows: list[Row]) -> list[str]:
+    """Each target of the performance issue, checked against this run's rows."""
+    def poll(row: Row) -> float:
+        return statistics.median(row.run.polls)
+
+    checks = []
+    for row in rows:
+        where = f"{row.sessions:,} sessions, {1000 * row.latency:g} ms pages, concurrency {row.concurrency}"
+        if row.sessions == 100_000 and row.concurrency == 1:
+            checks.append((f"sequential poll <= 1.1x floor ({where}): {poll(row) / row.floor:.2f}x",
+                           poll(row) <= 1.1 * row.floor))
+        if row.sessions == 100_000:
+            checks.append((f"peak RSS <= 80 MiB ({where}): {row.run.peak_rss_mib:.1f} MiB",
+                           row.run.peak_rss_mib <= 80))
+        # At 10k a poll is 11 pages, three round trips at four in flight: ramp-up and tail cannot
+        # shrink below about 0.35x there, so the target is judged where there are pages to overlap.
+        if row.latency >= 0.02 and row.concurrency == 4 and row.sessions >= 100_000:
+            checks.append((f"poll <= 0.35x sequential floor ({where}): {poll(row) / row.floor:.2f}x",
+                           poll(row) <= 0.35 * row.floor))
+        p99 = max(percentile(row.run.scrape_during, 0.99), percentile(row.run.scrape_between, 0.99))
+        checks.append((f"/metrics p99 < 10 ms in and between polls ({where}): {1000 * p99:.1f} ms", p99 < 0.010))
+    by_config = {(r.latency, r.concurrency, r.sessions): r.run.peak_rss_mib for r in rows}
+    for (latency, concurrency, sessions), rss in by_config.items():
+        if sessions == 1_000_000 and (small := by_config.get((latency, concurrency, 10_000))) is not None:
+            checks.append((f"RSS growth 10k -> 1M < 30 MiB ({1000 * latency:g} ms pages, concurrency "
+                           f"{concurrency}): {rss - small:.1f} MiB", rss - small < 30))
+    return [f"- {'met' if ok else 'NOT MET'}: {text}" for text, ok in checks]
 
 
 def table(rows: list[Row]) -> str:
@@ -283,9 +332,14 @@ def main(argv: list[str] | None = None) -> None:
     print(" | ".join(HEADER), flush=True)
     rows = [row for latency in args.latencies for n in args.sizes
             for row in measure(n, latency, args.concurrency, args.floors, args.polls)]
+    decoding = decode_comparison()
+    checks = "\n".join(targets(rows))
+    print(f"{decoding}\n{checks}")
     report = (f"# Benchmark results\n\nMachine: {machine()}\n\n"
               f"Command: `python benchmarks/run.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-              f"{table(rows)}\n")
+              f"{table(rows)}\n\nCounts were checked in every row: the exporter's total equals the sessions "
+              f"served, and concurrent polls count exactly as sequential ones.\n\n{decoding}\n\n"
+              f"## Targets\n\n{checks}\n")
     if not args.no_write:
         args.output.write_text(report)
         print(f"written to {args.output}")

@@ -20,7 +20,7 @@ from requests.auth import HTTPBasicAuth
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ResponseError
 from urllib3.util.retry import Retry
 
-from exporter.errors import PollError
+from exporter.outcome import PollError
 
 log = logging.getLogger(__name__)
 

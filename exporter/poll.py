@@ -19,7 +19,7 @@ try:  # orjson decodes pages several times faster; the stdlib is the fallback
 except ImportError:  # pragma: no cover - depends on the optional extra
     fast_loads = json.loads
 
-from exporter.errors import PollError
+from exporter.outcome import LABELS, Counts, PollError
 
 UNKNOWN = "unknown"
 OTHER = "other"
@@ -36,7 +36,7 @@ LABEL_KEYS: dict[str, tuple[str, ...]] = {
     "device": ("device", "deviceType"),
     "language": ("language", "lang"),
 }
-LABELS = tuple(LABEL_KEYS)
+assert tuple(LABEL_KEYS) == LABELS
 MAC_KEYS = ("macAddress", "mac", "clientMac")
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
@@ -55,12 +55,37 @@ class Page:
     next_index: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """Active sessions in one complete poll; each label's values sum to ``total``."""
+def _decode(body: Body) -> Any:
+    """orjson first; the stdlib second, as it accepts the lone surrogates some devices send."""
+    try:
+        return fast_loads(body)
+    except ValueError:
+        return json.loads(body)
 
-    total: int
-    by_label: Mapping[str, Mapping[str, int]]
+
+def parse_page(body: Body, index: int) -> Page:
+    """The envelope of one page, checked for shape. Raises PollError."""
+    try:
+        envelope = _decode(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        hint = "truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "not JSON"
+        raise PollError("bad_response", f"page at index {index} is {hint}") from None
+    records = envelope.get("records", ...) if isinstance(envelope, dict) else ...
+    if records is None:  # some servers send null rather than [] when nothing matches
+        records = []
+    if not isinstance(records, list):
+        raise PollError("bad_response", f"page at index {index} has no 'records' list")
+    return Page(records=records, next_index=_as_int(envelope.get("nextIndex")))
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def normalise(value: Any) -> str:
@@ -296,36 +321,3 @@ def _count_page(tally: Tally, body: Body, index: int, page_size: int) -> tuple[i
     if following and following <= index:
         raise PollError("pagination", f"nextIndex went backwards ({following} after index {index})")
     return received, received == page_size or (received > 0 and following is not None and following > index)
-
-
-def _decode(body: Body) -> Any:
-    """orjson first; the stdlib second, as it accepts the lone surrogates some devices send."""
-    try:
-        return fast_loads(body)
-    except ValueError:
-        return json.loads(body)
-
-
-def parse_page(body: Body, index: int) -> Page:
-    """The envelope of one page, checked for shape. Raises PollError."""
-    try:
-        envelope = _decode(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        hint = "truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "not JSON"
-        raise PollError("bad_response", f"page at index {index} is {hint}") from None
-    records = envelope.get("records", ...) if isinstance(envelope, dict) else ...
-    if records is None:  # some servers send null rather than [] when nothing matches
-        records = []
-    if not isinstance(records, list):
-        raise PollError("bad_response", f"page at index {index} has no 'records' list")
-    return Page(records=records, next_index=_as_int(envelope.get("nextIndex")))
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None

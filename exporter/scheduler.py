@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.errors import PollError
+from exporter.outcome import PollError
 from exporter.settings import Settings
 from exporter.snapshot import State
 from exporter.worker import Outcome, PollParams, WorkerClosed

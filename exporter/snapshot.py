@@ -18,8 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.errors import REASONS, PollError
-from exporter.poll import LABELS, Counts
+from exporter.outcome import LABELS, REASONS, Counts, PollError
 
 CACHED = "from the last completed poll of CMX, cached between scrapes"
 

@@ -30,9 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-import yaml
-
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -78,6 +75,8 @@ def load_web_config(path: Path | None) -> WebConfig:
         raise WebConfigError(f"cannot read it ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise WebConfigError("is not UTF-8 text") from None
+    import yaml  # here, not at the top: most exporters run without a web config
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:  # its message would quote the file, hashes included
@@ -142,6 +141,9 @@ class BasicAuth:
     """
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
+        import bcrypt  # here, not at the top: only an exporter with users pays for it
+
+        self._checkpw = bcrypt.checkpw
         self._users = dict(users)
         self._key = os.urandom(32)
         self._passed: set[bytes] = set()
@@ -157,7 +159,7 @@ class BasicAuth:
         user, _, password = presented.partition(b":")
         try:
             hashed = self._users.get(user.decode())
-            ok = bcrypt.checkpw(password, hashed or _NOBODY) and hashed is not None
+            ok = self._checkpw(password, hashed or _NOBODY) and hashed is not None
         except ValueError:  # a user name that is not UTF-8, or a password over bcrypt's 72 bytes
             return False
         if ok:

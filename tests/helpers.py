@@ -75,8 +75,12 @@ def require(available: bool, what: str) -> None:
 
 
 def require_tool(name: str) -> str:
-    """The tool's path; skip without it, except in CI, where a missing tool is a failure."""
-    path = shutil.which(name)
+    """The tool's path; skip without it, except in CI, where a missing tool is a failure.
+
+    Tools of the ``test`` extra count as installed when pytest runs from the virtualenv
+    without it being activated, as with ``.venv/bin/pytest``.
+    """
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     require(path is not None, f"{name} on PATH")
     assert path is not None
     return path

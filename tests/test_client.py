@@ -12,7 +12,7 @@ import requests
 import responses
 
 from exporter.client import CmxClient
-from exporter.errors import PollError
+from exporter.outcome import PollError
 from exporter.poll import Page, parse_page
 from helpers import ENDPOINT, add_page, envelope, free_port, make_client, record
 

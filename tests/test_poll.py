@@ -10,8 +10,8 @@ import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.errors import PollError
-from exporter.poll import Counts, SeenKeys, cap_values, count_active_sessions, normalise, session_key
+from exporter.outcome import Counts, PollError
+from exporter.poll import SeenKeys, cap_values, count_active_sessions, normalise, session_key
 from helpers import add_page, envelope, make_client, record
 
 

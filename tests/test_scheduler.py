@@ -47,7 +47,7 @@ def test_unexpected_exception_is_a_failed_poll_without_details(monkeypatch: pyte
     def broken(*_: object, **__: object) -> None:
         raise KeyError("jane.doe@example.com")
 
-    monkeypatch.setattr("exporter.worker.count_active_sessions", broken)
+    monkeypatch.setattr("exporter.poll.count_active_sessions", broken)
     state = State(stale_after=600, version="t")
     poller(state).run()
     assert state.snapshot.errors["bad_response"] == 1

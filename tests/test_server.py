@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from exporter.errors import PollError
-from exporter.poll import Counts
+from exporter.outcome import Counts, PollError
 from exporter.server import make_app, serve
 from exporter.snapshot import State
 

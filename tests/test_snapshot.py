@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import responses
 
-from exporter.errors import PollError
+from exporter.outcome import PollError
 from exporter.poll import count_active_sessions
 from exporter.snapshot import State
 from helpers import Samples, add_page, make_client, parse_samples, require_tool

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.errors import PollError
-from exporter.poll import Counts
+from exporter.outcome import Counts, PollError
 from exporter.simulator import Simulator
 from exporter.worker import PollParams, PollWorker
 

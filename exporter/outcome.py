@@ -1,11 +1,16 @@
-"""Why a poll failed: the ``reason`` label of ``cmx_connect_poll_errors_total``.
+"""What a poll hands back: the counts, or a PollError with the reason it failed.
 
-Kept apart from the HTTP client so the serving process need not import it.
+Kept apart from the client and the counting code, so the serving process, which only
+publishes outcomes, imports neither (nor requests, nor orjson).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
+
+LABELS = ("authtype", "os", "device", "language")
 
 Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination"]
 REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination")
@@ -22,3 +27,11 @@ class PollError(Exception):
     def __reduce__(self) -> tuple[type[PollError], tuple[Reason, str, float | None]]:
         """Crosses the pipe from the poll worker whole."""
         return PollError, (self.reason, str(self), self.retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Active sessions in one complete poll; each label's values sum to ``total``."""
+
+    total: int
+    by_label: Mapping[str, Mapping[str, int]]
