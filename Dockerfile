@@ -7,12 +7,13 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# Stage 1: build the project's wheel and the wheels of its dependencies.
+# Stage 1: build the project's wheel and the wheels of its dependencies, with the `fast`
+# extra (orjson decodes CMX's pages 2-3x faster than the stdlib).
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
 
 # Stage 2: install those wheels, offline, into a clean slim base.
 FROM ${PYTHON_IMAGE}
@@ -27,7 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/cmx_connect_exporter-*.whl \
+    pip install --no-cache-dir --no-index /wheels/*.whl \
  && groupadd --system --gid 10001 cmx \
  && useradd --system --uid 10001 --gid cmx --no-create-home --shell /usr/sbin/nologin cmx
 

@@ -62,7 +62,11 @@ def run(settings: Settings, stop: threading.Event) -> None:
         host, port = settings.listen
         web = load_web_config(settings.web_config_file)
         app = web.protect(make_app(state, healthy=lambda: scheduler.running))
-        server = serve(app, host, port, web.ssl_context)
+        try:
+            server = serve(app, host, port, web.ssl_context)
+        except OSError as exc:  # the address is taken or not ours
+            log.error("cannot listen on %s: %s", settings.listen_address, exc.strerror)
+            raise SystemExit(1) from None
         cleanup.callback(server.server_close)
         cleanup.callback(server.shutdown)
         log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.server_port,
@@ -88,8 +92,4 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        run(settings, stop)
-    except OSError as exc:  # the listen address is taken or not ours
-        log.error("cannot listen on %s: %s", settings.listen_address, exc.strerror)
-        sys.exit(1)
+    run(settings, stop)

@@ -47,6 +47,13 @@ class _Retry(Retry):
         retry.on_retry, retry.max_wait = self.on_retry, self.max_wait
         return retry
 
+    def get_retry_after(self, response: Any) -> float | None:
+        """An unreadable Retry-After counts as none, so backoff applies, rather than failing the request."""
+        try:
+            return super().get_retry_after(response)
+        except urllib3.exceptions.InvalidHeader:
+            return None
+
     def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kw: Any) -> _Retry:
         response = kw.get("response")
         if response is not None:
@@ -113,9 +120,6 @@ class CmxClient:
         with self._lock:
             self._requests += 1
 
-    def close(self) -> None:
-        self._session.close()
-
     def fetch_body(self, index: int, count: int) -> bytearray:
         """The raw body of one page of active sessions; ``poll.parse_page`` reads it. Raises PollError.
 
@@ -131,6 +135,10 @@ class CmxClient:
                 body = self._read_body(response, max_bytes=max(1 << 20, count * 16384))
         except requests.RequestException as exc:
             raise self._transport_error(exc) from None
+        except urllib3.exceptions.ReadTimeoutError:  # the body stalled for longer than the read timeout
+            raise PollError("timeout", f"{self._host} stopped sending within {self._timeout:g} s") from None
+        except urllib3.exceptions.HTTPError:  # the body was cut short or broken
+            raise PollError("connection", f"the connection to {self._host} broke while reading a page") from None
         return body
 
     def _check_status(self, response: requests.Response) -> None:
@@ -173,7 +181,7 @@ class CmxClient:
             return PollError("connection", f"cannot connect to {self._host}")
         if isinstance(exc, requests.Timeout) or isinstance(cause, urllib3.exceptions.TimeoutError):
             return PollError("timeout", f"no answer from {self._host} within {self._timeout:g} s")
-        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+        if isinstance(exc, requests.ConnectionError):
             return PollError("connection", f"cannot connect to {self._host} or the connection broke")
         return PollError("connection", f"request to {self._host} failed ({type(exc).__name__})")
 

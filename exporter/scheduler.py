@@ -16,6 +16,8 @@ from exporter.worker import Outcome, PollParams, WorkerClosed
 
 log = logging.getLogger(__name__)
 
+MAX_DEFERRAL = 3600.0  # the longest Retry-After that postpones polling
+
 
 class Poller:
     """Runs one poll and publishes what it found; never raises, so the schedule never dies."""
@@ -45,8 +47,8 @@ class Poller:
         duration = time.monotonic() - started
         if isinstance(outcome, PollError):
             self._state.record_failure(outcome, requests)
-            if outcome.retry_after:
-                self._not_before = time.monotonic() + outcome.retry_after
+            if outcome.retry_after:  # capped: a wild Retry-After must not stop polling for good
+                self._not_before = time.monotonic() + min(outcome.retry_after, MAX_DEFERRAL)
             log.warning("poll failed: %s", outcome)
             return
         was_up = self._state.snapshot.up

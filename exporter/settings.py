@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -38,7 +38,8 @@ def parse_listen_address(value: str) -> tuple[str, int]:
 class Settings(BaseSettings):
     """Everything the exporter can be told. Field descriptions double as ``--help`` text."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True,
+                                      allow_inf_nan=False)
 
     url: str | None = Field(None, description="base URL of the CMX server, such as https://cmx.example.net")
     username: str | None = Field(None, description="CMX API user (HTTP Basic)")
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
             raise _FieldError("url", "is required (or run with --demo)")
         if self.password is not None and self.password_file is not None:
             raise _FieldError("password_file", "cannot be used together with CMX_PASSWORD")
+        if self.stale_after is not None and self.stale_after < self.poll_interval:
+            raise _FieldError("stale_after", "must be at least CMX_POLL_INTERVAL, or counts would vanish between polls")
         if self.insecure_skip_verify and self.ca_bundle is not None:
             raise _FieldError("insecure_skip_verify", "cannot be used together with CMX_CA_BUNDLE")
         return self
@@ -147,10 +150,21 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+class _QuietParser(argparse.ArgumentParser):
+    """argparse quotes what it did not understand, which may be a password given to a mistyped flag."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            flags = [arg.split("=", 1)[0] for arg in message.partition(": ")[2].split() if arg.startswith("-")]
+            message = f"unrecognized arguments: {' '.join(flags) or '(values without a flag)'}"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field, generated so the two lists cannot drift apart."""
-    parser = argparse.ArgumentParser(
+    parser = _QuietParser(
         prog="cmx-connect-exporter",
+        allow_abbrev=False,
         description="Prometheus exporter for Cisco CMX Connect guest Wi-Fi sessions. "
         "Every flag can also be set through the environment variable shown.",
     )

@@ -25,13 +25,13 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+if TYPE_CHECKING:  # annotations only: the settings import this module, and need not load the server
+    from exporter.server import StartResponse, WSGIApp
 
 OPEN_PATHS = frozenset({"/healthz"})
 CHALLENGE = 'Basic realm="cmx-connect-exporter", charset="UTF-8"'

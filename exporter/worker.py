@@ -97,7 +97,9 @@ class PollWorker:
         self._start()
 
     def _start(self) -> None:
-        self._process = subprocess.Popen([sys.executable, "-m", "exporter.worker"], env={**os.environ, **MALLOC_TUNING},
+        # -P: the worker imports the installed package, never a checkout in the current directory
+        self._process = subprocess.Popen([sys.executable, "-P", "-m", "exporter.worker"],
+                                         env={**os.environ, **MALLOC_TUNING},
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._send(self._hello)
 
@@ -116,17 +118,19 @@ class PollWorker:
             assert self._process.stdout is not None
             outcome: Outcome = pickle.load(self._process.stdout)
             return outcome
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except Exception:  # the worker died or its replies are garbled: start afresh
             if self._closed:
                 raise WorkerClosed from None
-            log.error("the poll worker died (exit code %s); starting a new one", self._process.poll())
-            self.close()
-            self._closed = False
+            log.error("the poll worker failed (exit code %s); starting a new one", self._process.poll())
+            self._stop_process()
             self._start()
-            return PollError("bad_response", "the poll worker died during the poll"), 0
+            return PollError("bad_response", "the poll worker failed during the poll"), 0
 
     def close(self) -> None:
         self._closed = True
+        self._stop_process()
+
+    def _stop_process(self) -> None:
         self._process.terminate()
         try:
             self._process.wait(2)
@@ -139,6 +143,9 @@ class PollWorker:
 
 
 if __name__ == "__main__":
-    replies = sys.stdout.buffer
-    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    # Replies go to a private copy of stdout; fd 1 itself now points at stderr, so that a stray
+    # write, from Python or from C, cannot corrupt them.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     serve(sys.stdin.buffer, replies)

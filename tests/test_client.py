@@ -182,3 +182,43 @@ def test_a_hanging_server_is_asked_once_and_times_out() -> None:
         time.sleep(0.3)
     assert caught.value.reason == "timeout"
     assert (len(accepted), client.requests_made) == (1, 1)
+
+
+def serve_once(answer: bytes, then_wait: float) -> tuple[socket.socket, threading.Thread]:
+    """A raw server that sends ``answer`` to one client, then holds the connection open a while."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def reply() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+            time.sleep(then_wait)
+
+    thread = threading.Thread(target=reply, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.parametrize(("then_wait", "reason"), [(2.0, "timeout"), (0.0, "connection")],
+                         ids=["stalls-mid-body", "cut-short"])
+def test_a_body_that_stops_part_way_is_a_clean_failure(then_wait: float, reason: str) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    listener, thread = serve_once(head + b'{"records": [', then_wait)
+    with listener:
+        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
+                           timeout=0.5)
+        with pytest.raises(PollError) as caught:
+            client.fetch_body(0, 10)
+        thread.join(5)
+    assert caught.value.reason == reason
+
+
+@responses.activate
+def test_an_unreadable_retry_after_is_retried_with_backoff() -> None:
+    add_page(responses.mock, 0, 10, "busy", status=503, headers={"Retry-After": "soon"})
+    add_page(responses.mock, 0, 10, envelope([]))
+    assert fetch(make_client()).records == []
+    assert len(responses.calls) == 2

@@ -44,7 +44,6 @@ def test_password_file_is_read_and_trimmed_of_its_newline(tmp_path: Path) -> Non
     secret.write_text(CANARY + "\n")
     s = load_settings(["--url", "https://cmx", "--password-file", str(secret)])
     assert s.read_password() == CANARY
-    assert CANARY not in repr(s)
 
 
 @pytest.fixture(scope="module")
