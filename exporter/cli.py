@@ -30,10 +30,10 @@ def exporter_version() -> str:
         return "0+unknown"
 
 
-def run(settings: Settings, stop: threading.Event) -> None:
+def run(settings: Settings, stop: threading.Event, password: str | None) -> None:
     """Serve until ``stop`` is set."""
     with ExitStack() as cleanup:
-        url, username, password = settings.url, settings.username, None
+        url, username = settings.url, settings.username
         if settings.demo:
             from exporter.simulator import Simulator
 
@@ -42,8 +42,6 @@ def run(settings: Settings, stop: threading.Event) -> None:
             cleanup.callback(simulator.stop)
             url = simulator.url
             log.info("demo mode: polling the built-in CMX simulator at %s", url)
-        else:
-            password = settings.read_password()
         if settings.insecure_skip_verify:
             log.warning("TLS certificate verification is off (CMX_INSECURE_SKIP_VERIFY); "
                         "prefer CMX_CA_BUNDLE")
@@ -84,12 +82,11 @@ def _usage_error(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
-        if not settings.demo:
-            settings.read_password()  # fail now, not at the first poll
+        password = None if settings.demo else settings.read_password()  # a bad file fails now, with exit 2
     except SettingsError as exc:
         _usage_error(str(exc))
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(settings, stop)
+    run(settings, stop, password)
