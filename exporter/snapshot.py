@@ -39,9 +39,11 @@ class Snapshot:
     errors: Mapping[str, int] = field(default_factory=_zero_errors)
     last_error: str | None = None
 
-    def counts_visible(self, now: float, stale_after: float) -> bool:
-        """Counts are published until they are ``stale_after`` seconds old."""
-        return self.counts is not None and self.last_success is not None and now - self.last_success <= stale_after
+    def fresh_counts(self, now: float, stale_after: float) -> Counts | None:
+        """The counts to publish: those of the last success, until they are ``stale_after`` seconds old."""
+        if self.last_success is None or now - self.last_success > stale_after:
+            return None
+        return self.counts
 
 
 class SnapshotCollector(Collector):
@@ -56,8 +58,8 @@ class SnapshotCollector(Collector):
         snap = self._snapshot()
         yield GaugeMetricFamily("cmx_connect_up", "1 if the last poll of CMX completed, else 0.",
                                 value=int(snap.up))
-        if snap.counts is not None and snap.counts_visible(self._clock(), self._stale_after):
-            yield from _session_families(snap.counts)
+        if (counts := snap.fresh_counts(self._clock(), self._stale_after)) is not None:
+            yield from _session_families(counts)
         if snap.last_success is not None:
             yield GaugeMetricFamily("cmx_connect_last_success_timestamp_seconds",
                                     "Unix time of the last completed poll.", value=snap.last_success)
@@ -131,6 +133,6 @@ class State:
 
     def _render(self) -> tuple[bytes, float]:
         snap = self._snapshot
-        visible = snap.counts_visible(self._clock(), self._stale_after)
-        expires = snap.last_success + self._stale_after if visible and snap.last_success else math.inf
+        fresh = snap.fresh_counts(self._clock(), self._stale_after) is not None
+        expires = snap.last_success + self._stale_after if fresh and snap.last_success else math.inf
         return generate_latest(self.registry), expires
