@@ -44,6 +44,9 @@ _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
 _HASH_BIT = 1 << 63
 _HASH_MASK = _HASH_BIT - 1
+# SeenKeys spreads keys over 2**_SHARD_BITS shards by their low bits.
+_SHARD_BITS = 6
+_SHARD_MASK = (1 << _SHARD_BITS) - 1
 
 Body = bytes | bytearray
 FetchBody = Callable[[int, int], Body]
@@ -124,54 +127,61 @@ def session_key(record: Mapping[str, Any]) -> int | None:
 
 
 class SeenKeys:
-    """A set of 64-bit session keys in one flat array (open addressing, linear probing).
+    """A set of 64-bit session keys in flat arrays (open addressing, linear probing).
 
-    About 16 bytes a session where a ``set`` of ints costs about 70: at a million
-    sessions that is the difference between 16 MiB and 64 MiB of peak memory.
+    About 16 bytes a session where a ``set`` of ints costs about 70. The keys are
+    spread over 64 shards that grow one at a time, so growing never holds two copies
+    of the whole table: at a million sessions the peak is 16 MiB, not 24.
     """
 
-    _MIN_SLOTS = 1 << 12
+    _MIN_SLOTS = 1 << 6  # per shard
 
     def __init__(self, expected: int = 0) -> None:
+        shards = _SHARD_MASK + 1
         slots = self._MIN_SLOTS
-        while slots < 2 * expected:
+        while slots * shards < 2 * expected:
             slots *= 2
-        self._slots = array("Q", [0]) * slots
-        self._used = 0
+        self._shards = [array("Q", [0]) * slots for _ in range(shards)]
+        self._used = [0] * shards
         self._zero = False  # 0 marks an empty slot, so the key 0 is kept aside
 
     def __len__(self) -> int:
-        return self._used + self._zero
+        return sum(self._used) + self._zero
 
     def add(self, key: int) -> bool:
         """Add ``key``; True if it was not there yet."""
         if not key:
             new, self._zero = not self._zero, True
             return new
-        slots = self._slots
-        if not self._place(slots, len(slots) - 1, key):
+        shard = key & _SHARD_MASK
+        slots = self._shards[shard]
+        if not _place(slots, key):
             return False
-        self._used += 1
-        if 4 * self._used > 3 * len(slots):
-            self._slots = array("Q", [0]) * (2 * len(slots))
-            mask = len(self._slots) - 1
+        self._used[shard] += 1
+        if 4 * self._used[shard] > 3 * len(slots):
+            bigger = array("Q", [0]) * (2 * len(slots))
             for held in slots:
                 if held:
-                    self._place(self._slots, mask, held)
+                    _place(bigger, held)
+            self._shards[shard] = bigger
         return True
 
-    @staticmethod
-    def _place(slots: array[int], mask: int, key: int) -> bool:
-        """Store ``key`` in its slot; False if it was there already."""
-        i = (key ^ key >> 24 ^ key >> 48) & mask
+
+def _place(slots: array[int], key: int) -> bool:
+    """Store ``key`` in its slot; False if it was there already.
+
+    The shard took the key's low bits, so the slot is chosen by the others, mixed.
+    """
+    mask = len(slots) - 1
+    i = (key ^ key >> 24 ^ key >> 48) >> _SHARD_BITS & mask
+    held = slots[i]
+    while held:
+        if held == key:
+            return False
+        i = (i + 1) & mask
         held = slots[i]
-        while held:
-            if held == key:
-                return False
-            i = (i + 1) & mask
-            held = slots[i]
-        slots[i] = key
-        return True
+    slots[i] = key
+    return True
 
 
 def cap_values(counts: Mapping[str, int], limit: int) -> dict[str, int]:
