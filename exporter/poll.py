@@ -58,6 +58,9 @@ class Page:
     next_index: int | None
 
 
+FetchPage = Callable[[int, int], Page]
+
+
 def _decode(body: Body) -> Any:
     """orjson first; the stdlib second, as it accepts the lone surrogates some devices send."""
     try:
@@ -257,36 +260,52 @@ def _first_sight(counter: dict[str, int], value: str) -> None:
 
 
 class _Prefetcher:
-    """Keeps the next ``depth - 1`` full pages in flight while the walk reads one.
+    """Keeps the next ``depth - 1`` full pages in flight while the walk counts one.
 
     Pages are still read, checked and counted in index order by the caller; only
-    the waiting overlaps. A short page ends the walk, so at most ``depth - 1``
-    requests ever go past the end.
+    the waiting overlaps. The next request goes out as soon as a page is decoded
+    and found full, before it is counted. A short page ends the walk, so at most
+    ``depth - 1`` requests ever go past the end. While the walk has not passed the
+    page where the last poll's walk ended, it asks no further: a venue whose size
+    has not changed across a page boundary is polled with no request past the end.
     """
 
-    def __init__(self, fetch_body: FetchBody, depth: int, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, fetch_body: FetchBody, depth: int, pool: ThreadPoolExecutor, expected_sessions: int) -> None:
         self._fetch = fetch_body
         self._depth = depth
         self._pool = pool
+        self._expected = expected_sessions
         self._in_flight: dict[int, Future[Body]] = {}
 
-    def __call__(self, index: int, count: int) -> Body:
-        wanted = {index + k * count for k in range(self._depth)}
+    def __call__(self, index: int, count: int) -> Page:
+        self._ask_ahead(index, count)
+        page = parse_page(self._in_flight.pop(index).result(), index)
+        if len(page.records) == count:  # the walk goes on at index + count, whatever nextIndex says
+            self._ask_ahead(index + count, count)
+        return page
+
+    def _ask_ahead(self, index: int, count: int) -> None:
+        """Have the pages from ``index`` on in flight, as deep as allowed; cancel any others."""
+        depth = self._depth
+        if self._expected:  # 0 tells nothing: no poll yet, or an empty venue
+            expected_end = self._expected // count * count
+            if index <= expected_end:
+                depth = min(depth, (expected_end - index) // count + 1)
+        wanted = {index + k * count for k in range(depth)}
         for stale in self._in_flight.keys() - wanted:  # the walk moved off the expected indexes
             self._in_flight.pop(stale).cancel()
         for ahead in sorted(wanted - self._in_flight.keys()):
             self._in_flight[ahead] = self._pool.submit(self._fetch, ahead, count)
-        return self._in_flight.pop(index).result()
 
 
 @contextmanager
-def _page_source(fetch_body: FetchBody, concurrency: int) -> Iterator[FetchBody]:
+def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int) -> Iterator[FetchPage]:
     if concurrency <= 1:
-        yield fetch_body
+        yield lambda index, count: parse_page(fetch_body(index, count), index)
         return
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page")
     try:
-        yield _Prefetcher(fetch_body, concurrency, pool)
+        yield _Prefetcher(fetch_body, concurrency, pool, expected_sessions)
     finally:  # requests already sent finish before the poll ends, so polls never overlap
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -297,29 +316,23 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
 
     The list moves while we page (new logins push records down), so pages may
     overlap; the Tally keeps each session once. No single field is trusted to stop.
-    ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front.
+    ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front,
+    and tells concurrent fetching where the list probably ends.
     """
-    with _page_source(fetch_body, concurrency) as get_body:
-        return _walk(get_body, page_size, max_pages, max_label_values, Tally(expected_sessions))
-
-
-def _walk(fetch_body: FetchBody, page_size: int, max_pages: int, max_label_values: int, tally: Tally) -> Counts:
-    index = 0
-    for _ in range(max_pages):
-        received, more = _count_page(tally, fetch_body(index, page_size), index, page_size)
-        index += received
-        if not more:
-            return tally.counts(max_label_values)
+    tally = Tally(expected_sessions)
+    with _page_source(fetch_body, concurrency, expected_sessions) as get_page:
+        index = 0
+        for _ in range(max_pages):
+            received, more = _count_page(tally, get_page(index, page_size), index, page_size)
+            index += received
+            if not more:
+                return tally.counts(max_label_values)
     raise PollError("pagination", f"more than {max_pages} pages; raise CMX_MAX_PAGES if CMX really "
                                   "holds that many sessions")
 
 
-def _count_page(tally: Tally, body: Body, index: int, page_size: int) -> tuple[int, bool]:
-    """Check and count one page; returns its record count and whether more may follow.
-
-    A function of its own so that the decoded page is freed before the next is fetched.
-    """
-    page = parse_page(body, index)
+def _count_page(tally: Tally, page: Page, index: int, page_size: int) -> tuple[int, bool]:
+    """Check and count one page; returns its record count and whether more may follow."""
     received = len(page.records)
     if received > page_size:
         raise PollError("bad_response", f"page at index {index} holds {received} records, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,18 @@ from helpers import add_page, envelope, make_client, record
 def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50, concurrency: int = 1) -> Counts:
     return count_active_sessions(make_client().fetch_body, page_size=page_size, max_pages=max_pages,
                                  max_label_values=max_label_values, concurrency=concurrency)
+
+
+def slow_poll(page_size: int, concurrency: int, expected_sessions: int) -> Counts:
+    """A poll whose pages take 20 ms each, so that every request sent ahead is made before the walk ends."""
+    fetch_body = make_client().fetch_body
+
+    def fetch_slowly(index: int, count: int) -> bytes | bytearray:
+        time.sleep(0.02)
+        return fetch_body(index, count)
+
+    return count_active_sessions(fetch_slowly, page_size=page_size, max_pages=100, max_label_values=50,
+                                 concurrency=concurrency, expected_sessions=expected_sessions)
 
 
 @pytest.fixture(params=[1, 4], ids=["sequential", "concurrent"])
@@ -239,6 +252,29 @@ def test_concurrent_paging_counts_the_same_and_overruns_at_most_depth_minus_one(
     assert concurrent == sequential
     assert concurrent.total == 47
     assert sequential_requests <= len(responses.calls) <= sequential_requests + 3
+
+
+@pytest.mark.parametrize(("last_total", "end"), [(47, 45), (46, 45), (49, 45), (45, 45)],
+                         ids=["same", "one fewer", "two more", "exact pages"])
+@responses.activate
+def test_concurrent_paging_asks_nothing_past_the_end_where_the_last_poll_ended(last_total: int, end: int) -> None:
+    """The last poll's total says which page is probably the last: the prefetch stops there."""
+    sessions = last_total
+    pages = [[record() for _ in range(5)] for _ in range(sessions // 5)] + [[record() for _ in range(sessions % 5)]]
+    serve_pages(responses.mock, pages, page_size=5)
+    assert slow_poll(5, concurrency=4, expected_sessions=last_total).total == sessions
+    assert sorted(map(int, requested_indexes(responses.mock))) == list(range(0, end + 1, 5))
+
+
+@pytest.mark.parametrize("last_total", [0, 20, 31, 80], ids=["first poll", "grew", "grew a little", "shrank"])
+@responses.activate
+def test_concurrent_paging_counts_right_whatever_the_last_total(last_total: int) -> None:
+    pages = [[record() for _ in range(5)] for _ in range(9)] + [[record(), record()]]
+    serve_pages(responses.mock, pages, page_size=5)
+    assert slow_poll(5, concurrency=4, expected_sessions=last_total).total == 47
+    asked = sorted(map(int, requested_indexes(responses.mock)))
+    assert asked[:10] == list(range(0, 46, 5))
+    assert len(asked) <= 10 + 3, "at most depth - 1 past the end"
 
 
 @responses.activate
