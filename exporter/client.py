@@ -120,7 +120,7 @@ class CmxClient:
         with self._lock:
             self._requests += 1
 
-    def fetch_body(self, index: int, count: int) -> bytearray:
+    def fetch_body(self, index: int, count: int) -> bytes:
         """The raw body of one page of active sessions; ``poll.parse_page`` reads it. Raises PollError.
 
         Fetching and decoding are apart so that concurrent fetchers carry only bytes,
@@ -156,18 +156,24 @@ class CmxClient:
             raise PollError("http", "rate limited by CMX (HTTP 429)", retry_after)
         raise PollError("http", f"CMX answered HTTP {status}", retry_after)
 
-    def _read_body(self, response: requests.Response, max_bytes: int) -> bytearray:
-        """Read with a deadline for the whole body: a read timeout alone never ends a trickle."""
+    def _read_body(self, response: requests.Response, max_bytes: int) -> bytes:
+        """Read with a deadline for the whole body: a read timeout alone never ends a trickle.
+
+        Chunks are joined once at the end, into a buffer of the exact size: a body grown in
+        place moves as it grows, and with pages read in parallel that fragments the heap.
+        """
         deadline = time.monotonic() + self._timeout
-        body = bytearray()
+        chunks: list[bytes] = []
+        size = 0
         raw = response.raw
         while chunk := raw.read1(READ_CHUNK, decode_content=True):
-            body += chunk
-            if len(body) > max_bytes:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
                 raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
             if time.monotonic() > deadline:
                 raise PollError("timeout", f"{self._host} did not send a page within {self._timeout:g} s")
-        return body
+        return b"".join(chunks)
 
     def _transport_error(self, exc: requests.RequestException) -> PollError:
         cause = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
