@@ -7,6 +7,8 @@ For each size N and page latency it starts the simulator with N active sessions,
 - the floor: a minimal loop of requests and json that fetches every page in turn and counts four fields;
 - the exporter, as its own process: poll wall time, peak RSS (VmHWM), requests per poll, and the
   p50/p99 latency of /metrics under 20 concurrent scrapers, during polls and between them.
+  A poll's time is the median of the polls after the first; the first poll also waits for the poll
+  worker to start and has no last total to size its work by, so it is given apart.
 Every figure is also given as a ratio to the floor measured in the same run. Counts are checked
 too: the exporter's totals must equal N, and sequential and concurrent polls must agree exactly.
 """
@@ -105,12 +107,17 @@ def floor_poll(url: str, page_size: int = 1000) -> tuple[float, int, int]:
 
 @dataclass
 class ExporterRun:
+    first_poll: float = float("nan")
     polls: list[float] = field(default_factory=list)
     requests: int = 0
     peak_rss_mib: float = 0.0
     counts: dict[str, float] = field(default_factory=dict)
     scrape_during: list[float] = field(default_factory=list)
     scrape_between: list[float] = field(default_factory=list)
+
+    @property
+    def poll(self) -> float:
+        return statistics.median(self.polls) if self.polls else float("nan")
 
 
 async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
@@ -159,8 +166,8 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
         wait_until(lambda: requests.get(base + "/healthz", timeout=1).ok, 30, "the exporter")
         # Poll times first, with one light watcher, so scrapers do not slow the polls being timed.
         quiet: set[tuple[float, float]] = set()
-        wait_until(lambda: len(_windows(requests.get(base + "/metrics", timeout=5).content, quiet)) >= polls,
-                   interval * (polls + 2) + 60, f"{polls} polls")
+        wait_until(lambda: len(_windows(requests.get(base + "/metrics", timeout=5).content, quiet)) > polls,
+                   interval * (polls + 3) + 60, f"{polls + 1} polls")
         receive, send = multiprocessing.Pipe(duplex=False)
         scrapers = multiprocessing.get_context("spawn").Process(
             target=_scrape_process, args=(port, interval * 2.5, send))
@@ -176,7 +183,7 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
     run.counts = {s.name + json.dumps(s.labels, sort_keys=True): s.value
                   for fam in families for s in fam.samples if s.name.startswith("cmx_connect_active_sessions")}
     run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == "cmx_connect_poll_requests"))
-    run.polls = [end - start for start, end in sorted(quiet)[:polls]]  # the first polls, cold one included
+    run.first_poll, *run.polls = [end - start for start, end in sorted(quiet)[:polls + 1]]
     for started, latency in samples:
         in_poll = any(start <= started <= end for start, end in windows)
         (run.scrape_during if in_poll else run.scrape_between).append(latency)
@@ -217,15 +224,16 @@ class Row:
     run: ExporterRun
 
     def cells(self) -> list[str]:
-        poll = statistics.median(self.run.polls) if self.run.polls else float("nan")
+        poll = self.run.poll
         ms = [1000 * percentile(v, q) for v in (self.run.scrape_during, self.run.scrape_between) for q in (.5, .99)]
         return [f"{self.sessions:,}", f"{1000 * self.latency:g} ms", str(self.concurrency), f"{self.floor:.2f} s",
-                f"{poll:.2f} s", f"{poll / self.floor:.2f}", str(self.run.requests), f"{self.run.peak_rss_mib:.1f}",
+                f"{poll:.2f} s", f"{poll / self.floor:.2f}", f"{self.run.first_poll:.2f} s", str(self.run.requests),
+                f"{self.run.peak_rss_mib:.1f}",
                 *(f"{v:.1f}" for v in ms), f"{len(self.run.scrape_during)}/{len(self.run.scrape_between)}"]
 
 
-HEADER = ["sessions", "page latency", "concurrency", "floor", "exporter poll", "ratio to floor", "requests/poll",
-          "peak RSS MiB", "scrape p50 in poll ms", "scrape p99 in poll ms", "scrape p50 idle ms",
+HEADER = ["sessions", "page latency", "concurrency", "floor", "exporter poll", "ratio to floor", "first poll",
+          "requests/poll", "peak RSS MiB", "scrape p50 in poll ms", "scrape p99 in poll ms", "scrape p50 idle ms",
           "scrape p99 idle ms", "scrapes in/idle"]
 
 
@@ -285,23 +293,18 @@ def machine() -> str:
 
 def targets(rows: list[Row]) -> list[str]:
     """Each target of the performance issue, checked against this run's rows."""
-    def poll(row: Row) -> float:
-        return statistics.median(row.run.polls)
-
     checks = []
     for row in rows:
         where = f"{row.sessions:,} sessions, {1000 * row.latency:g} ms pages, concurrency {row.concurrency}"
         if row.sessions == 100_000 and row.concurrency == 1:
-            checks.append((f"sequential poll <= 1.1x floor ({where}): {poll(row) / row.floor:.2f}x",
-                           poll(row) <= 1.1 * row.floor))
+            checks.append((f"sequential poll <= 1.1x floor ({where}): {row.run.poll / row.floor:.2f}x",
+                           row.run.poll <= 1.1 * row.floor))
         if row.sessions == 100_000:
             checks.append((f"peak RSS <= 80 MiB ({where}): {row.run.peak_rss_mib:.1f} MiB",
                            row.run.peak_rss_mib <= 80))
-        # At 10k a poll is 11 pages, three round trips at four in flight: ramp-up and tail cannot
-        # shrink below about 0.35x there, so the target is judged where there are pages to overlap.
-        if row.latency >= 0.02 and row.concurrency == 4 and row.sessions >= 100_000:
-            checks.append((f"poll <= 0.35x sequential floor ({where}): {poll(row) / row.floor:.2f}x",
-                           poll(row) <= 0.35 * row.floor))
+        if row.latency >= 0.02 and row.concurrency == 4:
+            checks.append((f"poll <= 0.35x sequential floor ({where}): {row.run.poll / row.floor:.2f}x",
+                           row.run.poll <= 0.35 * row.floor))
         p99 = max(percentile(row.run.scrape_during, 0.99), percentile(row.run.scrape_between, 0.99))
         checks.append((f"/metrics p99 < 10 ms in and between polls ({where}): {1000 * p99:.1f} ms", p99 < 0.010))
     by_config = {(r.latency, r.concurrency, r.sessions): r.run.peak_rss_mib for r in rows}
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latencies", type=float, nargs="+", default=[0.0, 0.02], help="seconds per page")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--floors", type=int, default=3, help="floor polls per configuration (median)")
-    parser.add_argument("--polls", type=int, default=3, help="exporter polls per configuration")
+    parser.add_argument("--polls", type=int, default=4, help="exporter polls per configuration, after the first")
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
