@@ -322,7 +322,7 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
     tally = Tally(expected_sessions)
     with _page_source(fetch_body, concurrency, expected_sessions) as get_page:
         index = 0
-        for _ in range(max_pages):  # the page is never named here, so it is freed before the next is fetched
+        for _ in range(max_pages):  # the page is never named here, so it is freed before the next is decoded
             received, more = _count_page(tally, get_page(index, page_size), index, page_size)
             index += received
             if not more:
