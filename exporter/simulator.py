@@ -801,6 +801,104 @@ def _huge(h: _Handler, q: _Query) -> None:
     h.send_stream(200, JSON, len(head) + pad + len(tail), blocks())
 
 
+# --- hostile faults: each keeps within the read timeout, byte by byte, or steers the counting -----
+
+DRIP_SECONDS = 0.5  # one byte this often: well inside any read timeout, never a whole answer
+
+
+def _drip(h: _Handler, head: bytes, endless: bytes) -> None:
+    """``head`` at once, then ``endless`` a byte at a time, over and over, until the client gives up."""
+    h.close_connection = True
+    try:
+        h.wfile.write(head)
+        h.wfile.flush()
+        for byte in itertools.cycle(endless):
+            if not h.sim._wait(DRIP_SECONDS):
+                return
+            h.wfile.write(bytes((byte,)))
+            h.wfile.flush()
+    except OSError:  # the client hung up: what it should do
+        return
+
+
+def _trickle_headers(h: _Handler, q: _Query) -> None:
+    _drip(h, b"HTTP/1.1 200 OK\r\n", b"X-Padding: still coming\r\n")
+
+
+def _continue_forever(h: _Handler, q: _Query) -> None:
+    _drip(h, b"", b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _trickle_chunk_size(h: _Handler, q: _Query) -> None:
+    _drip(h, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n", b"0")
+
+
+def _gzip_endless_name(h: _Handler, q: _Query) -> None:
+    """A gzip header with a file name (FNAME) that never ends: the decoder waits for its NUL."""
+    _drip(h, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+             b"Content-Length: 1000000\r\n\r\n\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\x03", b"name")
+
+
+def _slow_pages(h: _Handler, q: _Query) -> None:
+    """Valid one-record pages, each in time, whose nextIndex always says more."""
+    if h.sim._wait(DRIP_SECONDS):
+        h.send_body(200, JSON, _page_body(h, q, limit=1, next_index=q.index + 1))
+    else:
+        h.close_connection = True
+
+
+def _closes_kept_alive(h: _Handler, q: _Query) -> None:
+    """Close a kept-alive connection as its next request arrives, without a byte of answer."""
+    if h.answered:
+        h.close_connection = True
+        return
+    h.answered = True
+    _serve_page(h, q)
+
+
+def crafted_mac(position: int) -> str:
+    """MACs that the exporter's first de-duplication table put in one shard and one first slot."""
+    h = (position + 1) << 6  # the low six bits chose the shard
+    return format_mac(h << 24 | h)  # key ^ key >> 24 left only the shard bits: every key on slot 0
+
+
+def _crafted_macs(h: _Handler, q: _Query) -> None:
+    """The page as it is, every MAC replaced by a crafted one: the same counts, a steered table."""
+    records, more_at = h.sim._page(q)
+    start = len(b'{"macAddress":"')
+    crafted = [r[:start] + crafted_mac(q.index + i).encode() + r[start + 17:] for i, r in enumerate(records)]
+    h.send_body(200, JSON, _envelope(crafted, more_at, q.count))
+
+
+HUGE_LABEL_PAGES = 60
+HUGE_LABEL_BYTES = 3 << 20
+
+
+def _huge_labels(h: _Handler, q: _Query) -> None:
+    """One-record pages whose four label values are distinct and 3 MiB long each."""
+    if q.index >= HUGE_LABEL_PAGES:
+        h.send_body(200, JSON, _envelope([], 0, q.count))
+        return
+    fields = {key: f"{q.index}-{key}-".ljust(HUGE_LABEL_BYTES, "x") for key in RECORD_KEYS.values()}
+    record = _dumps({"macAddress": crafted_mac(q.index), **fields})
+    h.send_body(200, JSON, _envelope([record], q.index + 1, q.count))
+
+
+def _deep_nesting(h: _Handler, q: _Query) -> None:
+    h.send_body(200, JSON, b'{"nextIndex":0,"records":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+def _long_number(h: _Handler, q: _Query) -> None:
+    records, more_at = h.sim._page(q)
+    if records:
+        records[-1] = records[-1][:-1] + b',"bytesSent":' + b"9" * 5001 + b"}"
+    h.send_body(200, JSON, _envelope(records, more_at, q.count))
+
+
+def _retry_after_5000_digits(h: _Handler, q: _Query) -> None:
+    h.send_body(429, TEXT, b"CMX Error 429", {"Retry-After": "9" * 5000})
+
+
 FAULTS: dict[str, Callable[[_Handler, _Query], None]] = {
     "plain_text": _fixed(200, TEXT, b"CMX Error"),
     "html": _fixed(
@@ -817,6 +915,17 @@ FAULTS: dict[str, Callable[[_Handler, _Query], None]] = {
     "hang": _hang,
     "trickle": _trickle,
     "huge": _huge,
+    "trickle_headers": _trickle_headers,
+    "continue_forever": _continue_forever,
+    "trickle_chunk_size": _trickle_chunk_size,
+    "gzip_endless_name": _gzip_endless_name,
+    "slow_pages": _slow_pages,
+    "closes_kept_alive": _closes_kept_alive,
+    "crafted_macs": _crafted_macs,
+    "huge_labels": _huge_labels,
+    "deep_nesting": _deep_nesting,
+    "long_number": _long_number,
+    "retry_after_5000_digits": _retry_after_5000_digits,
 }
 
 
@@ -843,6 +952,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     timeout = 120  # an idle keep-alive connection is dropped after this
+    answered = False  # whether the closes_kept_alive fault answered a request on this connection
     disable_nagle_algorithm = True  # headers and body go out in two writes; don't wait for an ACK between
 
     @property
