@@ -6,10 +6,13 @@ field, header or credential can reach a log line through them.
 
 from __future__ import annotations
 
+import io
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
+from http.client import RemoteDisconnected
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +20,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
-from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ResponseError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError, ResponseError
 from urllib3.util.retry import Retry
 
 from exporter.outcome import PollError
@@ -30,13 +35,91 @@ RETRIES = 3
 BACKOFF_FACTOR = 0.5
 BACKOFF_MAX = 5.0
 READ_CHUNK = 256 * 1024
+MAX_RETRY_AFTER_LENGTH = 32  # longer is no date and no sane number of seconds; int() of 5000 digits even fails
+
+
+class _DeadlineReader:
+    """A socket whose reads share one deadline: each waits no longer than the time left.
+
+    http.client applies the read timeout to each read alone, so a server that sends a byte a
+    second, in the status line, the headers or the body, would hold a request forever.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._timeout = sock.gettimeout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def makefile(self, mode: str = "rb", *_: Any, **__: Any) -> io.BufferedReader:
+        """The reader http.client reads the answer from, with every read through ``recv_into``."""
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does; close() takes it back
+        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer took longer than the read timeout")
+        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+        return self._sock.recv_into(buffer, nbytes, flags)
+
+
+class _AnswerDeadline:
+    """A connection whose whole answer, status line to last byte of body, must come within the read timeout."""
+
+    sock: Any
+    timeout: Any
+
+    def getresponse(self) -> Any:
+        sock = self.sock
+        if isinstance(self.timeout, int | float):  # urllib3 has just set it to the read timeout
+            self.sock = _DeadlineReader(sock, time.monotonic() + self.timeout)
+        try:
+            return super().getresponse()  # type: ignore[misc]
+        finally:
+            if isinstance(self.sock, _DeadlineReader):  # else http.client closed the connection
+                self.sock = sock
+
+
+class _HTTPConnection(_AnswerDeadline, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_AnswerDeadline, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, over connections that keep the answer's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _closed_before_answer(error: Exception | None) -> bool:
+    """A kept-alive connection that CMX closed just as the request went out: nothing was read."""
+    return isinstance(error, ProtocolError) and any(
+        isinstance(arg, RemoteDisconnected | ConnectionResetError | BrokenPipeError) for arg in error.args)
 
 
 class _Retry(Retry):
     """urllib3's Retry that counts the retries it grants, and gives up on a long Retry-After.
 
     A Retry-After longer than ``max_wait`` is not slept through inside a poll: the
-    response is handed back so the poller can defer the next poll instead.
+    response is handed back so the poller can defer the next poll instead. A request that
+    met a connection closed before any byte came back is asked once more, on a new one,
+    although other read errors are not retried: it never reached CMX.
     """
 
     on_retry: Callable[[], None] | None = None
@@ -46,6 +129,11 @@ class _Retry(Retry):
         retry = super().new(**kw)
         retry.on_retry, retry.max_wait = self.on_retry, self.max_wait
         return retry
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        if len(retry_after) > MAX_RETRY_AFTER_LENGTH:
+            raise urllib3.exceptions.InvalidHeader("Retry-After too long to read")
+        return super().parse_retry_after(retry_after)
 
     def get_retry_after(self, response: Any) -> float | None:
         """An unreadable Retry-After counts as none, so backoff applies, rather than failing the request."""
@@ -60,7 +148,10 @@ class _Retry(Retry):
             wait = self.get_retry_after(response)
             if wait is not None and wait > self.max_wait:
                 raise MaxRetryError(kw.get("_pool"), url or "", ResponseError("Retry-After too long"))
-        retry = super().increment(method, url, *args, **kw)
+        granted: _Retry = self
+        if _closed_before_answer(kw.get("error")) and not any(_closed_before_answer(h.error) for h in self.history):
+            granted = self.new(read=(self.read or 0) + 1)
+        retry = super(_Retry, granted).increment(method, url, *args, **kw)
         if self.on_retry is not None:
             self.on_retry()
         return retry
@@ -99,8 +190,8 @@ class CmxClient:
         )
         retry.on_retry, retry.max_wait = self._count_request, max_retry_wait
         session = requests.Session()
-        session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
-        session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=8))
+        session.mount("http://", _Adapter(max_retries=retry, pool_maxsize=8))
+        session.mount("https://", _Adapter(max_retries=retry, pool_maxsize=8))
         if username is not None:  # as UTF-8 bytes (RFC 7617); requests would encode str as Latin-1 or fail
             session.auth = HTTPBasicAuth(username.encode(), (password or "").encode())
         session.verify = verify
@@ -135,8 +226,8 @@ class CmxClient:
                 body = self._read_body(response, max_bytes=max(1 << 20, count * 16384))
         except requests.RequestException as exc:
             raise self._transport_error(exc) from None
-        except urllib3.exceptions.ReadTimeoutError:  # the body stalled for longer than the read timeout
-            raise PollError("timeout", f"{self._host} stopped sending within {self._timeout:g} s") from None
+        except urllib3.exceptions.ReadTimeoutError:  # the body did not come whole within the read timeout
+            raise PollError("timeout", f"{self._host} did not send a page within {self._timeout:g} s") from None
         except urllib3.exceptions.HTTPError:  # the body was cut short or broken
             raise PollError("connection", f"the connection to {self._host} broke while reading a page") from None
         return body
@@ -156,13 +247,13 @@ class CmxClient:
             raise PollError("http", "rate limited by CMX (HTTP 429)", retry_after)
         raise PollError("http", f"CMX answered HTTP {status}", retry_after)
 
-    def _read_body(self, response: requests.Response, max_bytes: int) -> bytes:
-        """Read with a deadline for the whole body: a read timeout alone never ends a trickle.
+    @staticmethod
+    def _read_body(response: requests.Response, max_bytes: int) -> bytes:
+        """Read up to ``max_bytes``; the connection's deadline ends a trickle.
 
         Chunks are joined once at the end, into a buffer of the exact size: a body grown in
         place moves as it grows, and with pages read in parallel that fragments the heap.
         """
-        deadline = time.monotonic() + self._timeout
         chunks: list[bytes] = []
         size = 0
         raw = response.raw
@@ -171,8 +262,6 @@ class CmxClient:
             size += len(chunk)
             if size > max_bytes:
                 raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
-            if time.monotonic() > deadline:
-                raise PollError("timeout", f"{self._host} did not send a page within {self._timeout:g} s")
         return b"".join(chunks)
 
     def _transport_error(self, exc: requests.RequestException) -> PollError:
@@ -197,6 +286,6 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return Retry().parse_retry_after(value)
+        return _Retry().parse_retry_after(value)
     except urllib3.exceptions.InvalidHeader:
         return None
