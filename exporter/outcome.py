@@ -12,8 +12,9 @@ from typing import Literal
 
 LABELS = ("authtype", "os", "device", "language")
 
-Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination"]
-REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination")
+# "internal" is the exporter's own failure (a bug, a poll worker that died), never CMX's.
+Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination", "internal"]
+REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination", "internal")
 
 
 class PollError(Exception):

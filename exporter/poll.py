@@ -7,6 +7,7 @@ the size of the venue beyond one compact key per session for de-duplication.
 from __future__ import annotations
 
 import json
+import time
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -311,18 +312,24 @@ def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int
 
 
 def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: int, max_label_values: int,
-                          concurrency: int = 1, expected_sessions: int = 0) -> Counts:
+                          concurrency: int = 1, expected_sessions: int = 0,
+                          poll_timeout: float | None = None) -> Counts:
     """Walk the pages and count. Raises PollError; a failed poll yields no counts at all.
 
     The list moves while we page (new logins push records down), so pages may
     overlap; the Tally keeps each session once. No single field is trusted to stop.
     ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front,
-    and tells concurrent fetching where the list probably ends.
+    and tells concurrent fetching where the list probably ends. Past ``poll_timeout`` seconds
+    no further page is asked for: each page answers in time, but pages without end would not.
     """
+    deadline = time.monotonic() + poll_timeout if poll_timeout is not None else None
     tally = Tally(expected_sessions)
     with _page_source(fetch_body, concurrency, expected_sessions) as get_page:
         index = 0
         for _ in range(max_pages):  # the page is never named here, so it is freed before the next is decoded
+            if deadline is not None and time.monotonic() > deadline:
+                raise PollError("timeout", f"the poll did not end within {poll_timeout:g} s (CMX_POLL_TIMEOUT) "
+                                           f"with {index} records read")
             received, more = _count_page(tally, get_page(index, page_size), index, page_size)
             index += received
             if not more:

@@ -40,6 +40,7 @@ class Poller:
                 max_pages=self._settings.max_pages,
                 max_label_values=self._settings.max_label_values,
                 concurrency=self._settings.concurrency,
+                poll_timeout=self._settings.poll_timeout_seconds,
                 expected_sessions=last.total if last else 0,
             ))
         except WorkerClosed:

@@ -18,6 +18,12 @@ from exporter.webconfig import load_web_config
 
 ENV_PREFIX = "CMX_"
 DEFAULT_PORT = 10180
+MIN_POLL_TIMEOUT = 30.0
+# Defaults computed from other settings, as --help shows them.
+DERIVED_DEFAULTS = {
+    "stale_after": "3 x poll interval",
+    "poll_timeout": f"the poll interval, but at least 3 x timeout and {MIN_POLL_TIMEOUT:g} s",
+}
 
 
 class SettingsError(Exception):
@@ -47,7 +53,12 @@ class Settings(BaseSettings):
     password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
     poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
     page_size: Annotated[int, Field(ge=1, le=1000, description="records per page, 1 to 1000")] = 1000
-    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed for one HTTP request")] = 10
+    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed for one HTTP request, "
+                                                              "from connecting to the last byte of the answer")] = 10
+    poll_timeout: Annotated[
+        float | None,
+        Field(gt=0, description="seconds a whole poll may take; past it the poll fails as a timeout"),
+    ] = None
     ca_bundle: Path | None = Field(None, description="CA file for a CMX with a private certificate")
     insecure_skip_verify: bool = Field(False, description="turn certificate checks off (logs a warning)")
     stale_after: Annotated[
@@ -108,6 +119,8 @@ class Settings(BaseSettings):
             raise _FieldError("url", "is required (or run with --demo)")
         if self.password is not None and self.password_file is not None:
             raise _FieldError("password_file", "cannot be used together with CMX_PASSWORD")
+        if self.poll_timeout is not None and self.poll_timeout <= self.timeout:
+            raise _FieldError("poll_timeout", "must be longer than CMX_TIMEOUT, or no request could finish")
         if self.stale_after is not None and self.stale_after < self.poll_interval:
             raise _FieldError("stale_after", "must be at least CMX_POLL_INTERVAL, or counts would vanish between polls")
         if self.insecure_skip_verify and self.ca_bundle is not None:
@@ -117,6 +130,13 @@ class Settings(BaseSettings):
     @property
     def stale_after_seconds(self) -> float:
         return self.stale_after if self.stale_after is not None else 3 * self.poll_interval
+
+    @property
+    def poll_timeout_seconds(self) -> float:
+        """By default a poll may take its interval, with room for one slow page's retries."""
+        if self.poll_timeout is not None:
+            return self.poll_timeout
+        return max(self.poll_interval, 3 * self.timeout, MIN_POLL_TIMEOUT)
 
     @property
     def listen(self) -> tuple[str, int]:
@@ -169,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every flag can also be set through the environment variable shown.",
     )
     for name, field in Settings.model_fields.items():
-        default = "3 x poll interval" if name == "stale_after" else field.default
+        default = DERIVED_DEFAULTS.get(name, field.default)
         shown = "" if default is None or name == "password" else f", default {default}"
         help_text = f"{field.description} (env {env_name(name)}{shown})"
         if field.annotation is bool:

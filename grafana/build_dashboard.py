@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from exporter.outcome import REASONS
+
 OUTPUT = Path(__file__).parent / "dashboards" / "cmx-connect-exporter.json"
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -166,8 +168,8 @@ def health_section():
                     of("cmx_connect_poll_duration_seconds")), 8, 8),
         (timeseries("Requests per poll", "HTTP requests (pages) the last complete poll made.", "short",
                     of("cmx_connect_poll_requests")), 8, 8),
-        (timeseries("Poll errors by reason", "Failed polls by reason: auth, http, timeout, connection, "
-                    "bad_response or pagination.", "short",
+        (timeseries("Poll errors by reason", f"Failed polls by reason: {', '.join(REASONS[:-1])} or {REASONS[-1]}.",
+                    "short",
                     f"sum by (reason) (increase({errors}[$__rate_interval]))",
                     "{{reason}}", stacked=True, bars=True), 8, 8),
     ]

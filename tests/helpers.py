@@ -180,13 +180,22 @@ class ExporterProcess:
 
 
 def proc_status(pid: int) -> dict[str, int]:
-    """Resident memory (kB) and thread count of a live process, from /proc/<pid>/status."""
+    """Resident memory and its peak (kB), and thread count of a live process, from /proc/<pid>/status."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in ("VmRSS", "Threads"):
+        if name in ("VmRSS", "VmHWM", "Threads"):
             fields[name] = int(value.split()[0])
     return fields
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, such as the exporter's poll worker."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    return found
 
 
 def session_counts(samples: Samples) -> ActiveCounts | None:

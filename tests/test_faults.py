@@ -11,8 +11,11 @@ data shows in the log (at debug level), on the landing page or in the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -27,9 +30,11 @@ import trustme
 
 from exporter.client import RETRIES
 from exporter.simulator import CLIENTS_PATH, ActiveCounts, Simulator
+from exporter.worker import WORKER_GRACE
 from helpers import (
     ExporterProcess,
     Samples,
+    children,
     free_port,
     parse_samples,
     poll_errors,
@@ -43,6 +48,7 @@ CANARY = "canary-pw-4f1b9e"  # ASCII, so it would show as itself in a JSON log t
 SESSIONS, SEED, PAGE_SIZE = 300, 5, 50  # 210 active: five pages, the last one short
 K = 2  # faults "on page k of n" start at the third page, after two have been counted
 INTERVAL, TIMEOUT, STALE_AFTER = 1, 1, 2
+POLL_TIMEOUT = 5  # room for a page's three retries with backoff, which take about 3.5 s
 SCRAPE_LIMIT = 1.0  # seconds a scrape may take, whatever CMX does
 CLOCK_SLACK = 0.3  # seconds of tolerance when comparing the exporter's clock and ours
 
@@ -55,6 +61,8 @@ class Cmx:
 
     scheme = "http"
     host = "127.0.0.1"
+
+    exporter: ExporterProcess  # set once the exporter runs, for faults of its own processes
 
     def __init__(self, tmp_path: Path, **sim_options: str) -> None:
         self.tmp_path = tmp_path
@@ -235,6 +243,40 @@ class Redirected(Cmx):
         super().__exit__()
 
 
+class WorkerSignalled(Cmx):
+    """The poll worker fails, not CMX: each worker the exporter starts is sent ``sig`` until mended."""
+
+    def __init__(self, tmp_path: Path, sig: signal.Signals) -> None:
+        super().__init__(tmp_path)
+        self.sig = sig
+        self.signalled: set[int] = set()
+        self.mended = threading.Event()
+        self.thread = threading.Thread(target=self._signal_workers, name="worker-signaller", daemon=True)
+
+    def _signal_workers(self) -> None:
+        while not self.mended.wait(0.05):
+            for pid in set(children(self.exporter.pid)) - self.signalled:
+                os.kill(pid, self.sig)
+                self.signalled.add(pid)
+
+    def break_(self) -> None:
+        self.thread.start()
+
+    def mend(self) -> None:
+        self.mended.set()
+        self.thread.join(5)
+        for pid in self.signalled:  # a stopped worker that was not replaced goes on
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def check_after(self) -> None:
+        assert len(self.signalled) >= 2, "the failed worker was not replaced"
+
+
+def worker(sig: signal.Signals) -> Callable[[Path], Cmx]:
+    return lambda tmp_path: WorkerSignalled(tmp_path, sig)
+
+
 # --- the table ------------------------------------------------------------------------------
 
 
@@ -245,11 +287,16 @@ class Case:
     reason: str
     logs: tuple[str, ...]  # words of the one line each failed poll logs, and any other line it must log
     concurrency: int = 1
+    noticed_within: float | None = None  # seconds from a poll's start to its failure, at most
 
 
 def sequential_and_concurrent(case: Case) -> list[Case]:
     """Paging faults again with four pages in flight: the prefetcher must not change what is promised."""
-    return [case, Case(f"{case.id}-concurrency-4", case.cause, case.reason, case.logs, concurrency=4)]
+    return [case, Case(f"{case.id}-concurrency-4", case.cause, case.reason, case.logs, concurrency=4,
+                       noticed_within=case.noticed_within)]
+
+
+REQUEST_DEADLINE = TIMEOUT + 1  # a request ends as a timeout within CMX_TIMEOUT, plus a second
 
 
 CASES = [
@@ -276,8 +323,24 @@ CASES = [
     *sequential_and_concurrent(Case("hang-past-timeout", fault("hang", K), "timeout",
                                     ("no answer from 127.0.0.1 within 1 s",))),
     Case("slow-trickle", fault("trickle"), "timeout", ("did not send a page within 1 s",)),
+    Case("trickled-headers", fault("trickle_headers"), "timeout", ("no answer from 127.0.0.1 within 1 s",),
+         noticed_within=REQUEST_DEADLINE),
+    Case("100-continue-forever", fault("continue_forever"), "timeout", ("no answer from 127.0.0.1 within 1 s",),
+         noticed_within=REQUEST_DEADLINE),
+    *sequential_and_concurrent(Case("trickled-chunk-size-on-page-3", fault("trickle_chunk_size", K), "timeout",
+                                    ("did not send a page within 1 s",), noticed_within=REQUEST_DEADLINE)),
+    Case("gzip-file-name-without-end", fault("gzip_endless_name"), "timeout", ("did not send a page within 1 s",),
+         noticed_within=REQUEST_DEADLINE),
+    Case("slow-pages-without-end", fault("slow_pages"), "timeout",
+         (f"the poll did not end within {POLL_TIMEOUT} s (CMX_POLL_TIMEOUT)",), noticed_within=POLL_TIMEOUT + 1),
+    Case("retry-after-of-5000-digits", fault("retry_after_5000_digits"), "http",
+         ("rate limited by CMX (HTTP 429)",)),
     Case("50-mb-body", fault("huge"), "bad_response", ("response larger than 1 MiB",)),
     Case("redirect-to-another-host", Redirected, "http", ("unexpected redirect (HTTP 302)",)),
+    Case("poll-worker-stopped", worker(signal.SIGSTOP), "timeout",
+         (f"the poll did not end within {POLL_TIMEOUT} s (CMX_POLL_TIMEOUT); its worker was replaced",),
+         noticed_within=POLL_TIMEOUT + WORKER_GRACE),
+    Case("poll-worker-killed", worker(signal.SIGKILL), "internal", ("the poll worker died (exit code -9)",)),
 ]
 
 
@@ -302,6 +365,7 @@ class Watch:
     requests_per_poll: int
     scrapes: list[Scrape] = field(default_factory=list)
     counts_gone: bool = False
+    first_failure: float | None = None  # when a scrape first showed a failed poll
 
     def check(self, scrape: Scrape) -> None:
         samples = scrape.samples
@@ -320,6 +384,8 @@ class Watch:
                 assert errors[reason] == before, f"a {reason} error counted for a {self.reason} fault"
         if errors[self.reason] > self.errors_before[self.reason]:
             assert not up(samples), "cmx_connect_up is 1 after a failed poll"
+            if self.first_failure is None:
+                self.first_failure = scrape.received
         assert samples[("cmx_connect_poll_requests", ())] <= self.requests_per_poll
         self.scrapes.append(scrape)
 
@@ -399,7 +465,7 @@ def password_settings(case_number: int, tmp_path: Path) -> dict[str, str]:
 def test_fault(case_number: int, tmp_path: Path, personal_data: list[str]) -> None:
     case = CASES[case_number]
     args = ["--username", "demo", "--poll-interval", str(INTERVAL), "--timeout", str(TIMEOUT),
-            "--stale-after", str(STALE_AFTER), "--page-size", str(PAGE_SIZE),
+            "--poll-timeout", str(POLL_TIMEOUT), "--stale-after", str(STALE_AFTER), "--page-size", str(PAGE_SIZE),
             "--concurrency", str(case.concurrency), "--log-level", "debug"]
     with case.cause(tmp_path) as cmx, ExporterProcess(*cmx.exporter_args(), *args, wrapper=cmx.wrapper(),
                                                        env=password_settings(case_number, tmp_path)) as exporter:
@@ -410,12 +476,18 @@ def test_fault(case_number: int, tmp_path: Path, personal_data: list[str]) -> No
         watch = Watch(truth, case.reason, poll_errors(healthy), (pages + case.concurrency - 1) * (1 + RETRIES))
         served_before = cmx.requests_served()
 
+        cmx.exporter = exporter
+        broken_at = time.time()
         cmx.break_()
         deadline = time.monotonic() + 30
         while not watch.seen_enough:
             assert time.monotonic() < deadline, f"the fault never showed:\n{exporter.log[-3000:]}"
             watch.check(timed_scrape(exporter))
             time.sleep(0.1)
+        if case.noticed_within is not None:  # the poll under way when it broke may have started just before
+            assert watch.first_failure is not None
+            assert watch.first_failure - broken_at <= case.noticed_within + INTERVAL + CLOCK_SLACK, \
+                "the failure was noticed too late"
         landing = exporter.http.get(exporter.url + "/", timeout=SCRAPE_LIMIT).text
         served = cmx.requests_served() - served_before
         assert served <= (watch.failed_polls + 2) * watch.requests_per_poll, "too many requests: a retry storm"

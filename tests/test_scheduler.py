@@ -50,7 +50,7 @@ def test_unexpected_exception_is_a_failed_poll_without_details(monkeypatch: pyte
     monkeypatch.setattr("exporter.poll.count_active_sessions", broken)
     state = State(stale_after=600, version="t")
     poller(state).run()
-    assert state.snapshot.errors["bad_response"] == 1
+    assert state.snapshot.errors["internal"] == 1
     assert "KeyError" in caplog.text
     assert "jane.doe" not in caplog.text
 

@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert s.url == "https://cmx.example.net"
     assert (s.poll_interval, s.page_size, s.timeout, s.max_label_values) == (60, 1000, 10, 50)
     assert s.stale_after_seconds == 180
+    assert s.poll_timeout_seconds == 60
     assert s.listen == ("0.0.0.0", 10180)
     assert s.insecure_skip_verify is False
 
@@ -37,6 +38,16 @@ def test_environment_and_flags_flags_win(monkeypatch: pytest.MonkeyPatch) -> Non
     s = load_settings(["--poll-interval", "7"])
     assert (s.url, s.poll_interval, s.insecure_skip_verify, s.stale_after_seconds) == (
         "https://env.example.net", 7, True, 21)
+
+
+@pytest.mark.parametrize(("args", "poll_timeout"), [
+    (["--poll-interval", "120"], 120),
+    (["--poll-interval", "5"], 30),
+    (["--poll-interval", "5", "--timeout", "20"], 60),
+    (["--poll-interval", "5", "--poll-timeout", "2", "--timeout", "1"], 2),
+], ids=["the-interval", "at-least-30-s", "at-least-3-timeouts", "as-set"])
+def test_a_poll_may_take_its_interval_with_room_for_one_page_retried(args: list[str], poll_timeout: float) -> None:
+    assert load_settings(["--url", "https://cmx", *args]).poll_timeout_seconds == poll_timeout
 
 
 def test_password_file_is_read_and_trimmed_of_its_newline(tmp_path: Path) -> None:
@@ -78,6 +89,9 @@ INVALID = [
     (["--url", "https://cmx", "--timeout", "301"], "CMX_TIMEOUT"),
     (["--url", "https://cmx", "--max-label-values", "0"], "CMX_MAX_LABEL_VALUES"),
     (["--url", "https://cmx", "--stale-after", "0"], "CMX_STALE_AFTER"),
+    (["--url", "https://cmx", "--poll-timeout", "0"], "CMX_POLL_TIMEOUT"),
+    (["--url", "https://cmx", "--poll-timeout", "10"], "CMX_POLL_TIMEOUT"),
+    (["CMX_TIMEOUT=20", "--url", "https://cmx", "--poll-timeout", "15"], "CMX_POLL_TIMEOUT"),
     (["--url", "https://cmx", "--concurrency", "9"], "CMX_CONCURRENCY"),
     (["--url", "https://cmx", "--max-pages", "0"], "CMX_MAX_PAGES"),
     (["--url", "https://cmx", "--listen-address", "10180"], "CMX_LISTEN_ADDRESS"),
