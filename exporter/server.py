@@ -52,6 +52,17 @@ def _reply(start_response: StartResponse, status: str, body: bytes,
     return [body]
 
 
+def _without_body_for_head(app: WSGIApp) -> WSGIApp:
+    """wsgiref sends whatever the app returns, also for HEAD, where a body would be read as the start of the
+    next response; the app still runs, so the headers, Content-Length included, are those of GET."""
+
+    def app_for_head(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = app(environ, start_response)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else body
+
+    return app_for_head
+
+
 def landing_page(state: State) -> str:
     """Links and the current state; every value shown is the exporter's own, escaped."""
     snap = state.snapshot
@@ -110,6 +121,6 @@ def serve(app: WSGIApp, host: str, port: int, ssl_context: ssl.SSLContext | None
     # dropped SYN costs the scraper a one-second retransmit.
     server_class = type("Server", (_Server,), {"address_family": family, "ssl_context": ssl_context,
                                                "request_queue_size": 128})
-    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    server = make_server(host, port, _without_body_for_head(app), server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

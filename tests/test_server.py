@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -57,3 +59,29 @@ def test_unknown_paths_and_methods(served: tuple[str, State, list[bool]]) -> Non
     url, _, _ = served
     assert requests.get(url + "/nope", timeout=5).status_code == 404
     assert requests.post(url + "/metrics", timeout=5).status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz"])
+def test_head_has_the_headers_of_get_and_no_body(path: str, served: tuple[str, State, list[bool]]) -> None:
+    """A body after HEAD would be read as the start of the next response on the connection.
+
+    The GET pipelined behind the HEAD may be answered or not (the server closes after one request),
+    but whatever follows the HEAD's headers must be a status line, never content.
+    """
+    url, state, _ = served
+    state.record_success(COUNTS, duration=0.5, requests=1)
+    get = requests.get(url + path, timeout=5)
+    requests_sent = (f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                     "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    received = b""
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=5) as sock:
+        sock.sendall(requests_sent.encode())
+        while chunk := sock.recv(65536):  # the server closes the connection; the timeout bounds each wait
+            received += chunk
+    head, _, after = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert status.endswith(" 200 OK")
+    assert headers["Content-Length"] == str(len(get.content)) != "0"
+    assert headers["Content-Type"] == get.headers["Content-Type"]
+    assert after == b"" or after.startswith(b"HTTP/1."), after[:80]
