@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ import requests
 from exporter.outcome import Counts, PollError
 from exporter.server import make_app, serve
 from exporter.snapshot import State
+from helpers import ExporterProcess, up
 
 COUNTS = Counts(total=3, by_label={"authtype": {"SMS": 3}, "os": {"iOS": 3}, "device": {"Mobile": 3},
                                    "language": {"English": 3}})
@@ -85,3 +87,28 @@ def test_head_has_the_headers_of_get_and_no_body(path: str, served: tuple[str, S
     assert headers["Content-Length"] == str(len(get.content)) != "0"
     assert headers["Content-Type"] == get.headers["Content-Type"]
     assert after == b"" or after.startswith(b"HTTP/1."), after[:80]
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO exporter: forged"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_request_line_can_neither_forge_nor_colour_log_lines(log_format: str) -> None:
+    """At debug level every request line is logged; raw, its control characters could end a log line
+    early (CR, NEL) to forge the next one, or drive the terminal of whoever reads the log (ESC)."""
+    with ExporterProcess("--demo", "--log-level", "debug", "--log-format", log_format) as exporter:
+        exporter.wait_for(up)
+        for request_line in ("GET /\x1b[31minjected\r HTTP/1.0",  # a valid request for a path that is not there
+                             f"GET /\x1b[31minjected\r\x85{FORGED} HTTP/1.0"):  # a malformed one
+            with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as sock:
+                sock.sendall(request_line.encode("latin-1") + b"\r\n\r\n")
+                while sock.recv(65536):  # until the server closes; the timeout bounds each wait
+                    pass
+        log = exporter.stop()
+    lines = log.splitlines()  # also at NEL and the other breaks a log viewer may honour
+    messages = [json.loads(line)["message"] for line in lines] if log_format == "json" else lines
+    ours = [message for message in messages if "injected" in message or "forged" in message]
+    assert len(ours) == 3, ours  # the 404, and the 400 logged as an error and as a request
+    for message in ours:
+        assert '"GET /' in message or "('GET /" in message, f"a log line was split: {message!r}"
+        assert message.isprintable(), f"raw control characters: {message!r}"
