@@ -39,7 +39,8 @@ TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 SECTIONS = ("tls_server_config", "basic_auth_users")
 TLS_KEYS = ("cert_file", "key_file", "min_version")
-_BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
+# The cost is one bcrypt accepts (4 to 31): a hash it refuses would make a user who can never log in.
+_BCRYPT_HASH = re.compile(r"\$2[abxy]?\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
 # Checked when the user is unknown, so that a wrong name takes as long as a wrong password.
 _NOBODY = b"$2b$10$LpON9fWVhxg6RccF6EtlFeSlPuBVg6FLqFcxJrT3bZkczLd4XRcZ."
 _REMEMBERED = 256  # successful checks kept; the cache is emptied when full

@@ -72,6 +72,8 @@ def test_an_empty_file_asks_for_nothing(text: str, tmp_path: Path) -> None:
     ("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: SSL3\n", "min_version must be one of"),
     ("basic_auth_users: [alice]\n", "basic_auth_users must be a mapping"),
     ("basic_auth_users:\n  alice: plain-text-password\n", "basic_auth_users.alice is not a bcrypt hash"),
+    ("basic_auth_users:\n  alice: " + HASH.replace("$04$", "$03$") + "\n", "alice is not a bcrypt hash"),
+    ("basic_auth_users:\n  alice: " + HASH.replace("$04$", "$32$") + "\n", "alice is not a bcrypt hash"),
     ("basic_auth_users:\n  'a:b': " + HASH + "\n", "without ':'"),
     ("basic_auth_users:\n  123: " + HASH + "\n", "without ':'"),
 ])
