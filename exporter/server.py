@@ -23,6 +23,11 @@ from exporter.snapshot import State
 
 log = logging.getLogger(__name__)
 
+# What a logged request line may not hold raw: control characters could end the log line early, forging
+# the next one, or drive the terminal of whoever reads the log. http.server decodes the request line as
+# Latin-1, so nothing above U+00FF comes; the backslash is escaped too, so an escape cannot be faked.
+_ESCAPES = str.maketrans({c: f"\\x{c:02x}" for c in range(0x100) if not chr(c).isprintable()} | {ord("\\"): "\\\\"})
+
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -50,6 +55,17 @@ def _reply(start_response: StartResponse, status: str, body: bytes,
     headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *(extra or [])]
     start_response(status, headers)
     return [body]
+
+
+def _without_body_for_head(app: WSGIApp) -> WSGIApp:
+    """wsgiref sends whatever the app returns, also for HEAD, where a body would be read as the start of the
+    next response; the app still runs, so the headers, Content-Length included, are those of GET."""
+
+    def app_for_head(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = app(environ, start_response)
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else body
+
+    return app_for_head
 
 
 def landing_page(state: State) -> str:
@@ -84,7 +100,9 @@ class _QuietHandler(WSGIRequestHandler):
             self.connection.do_handshake()
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        """Escaped like http.server's own (which this replaces, and which Python 3.11.0 does not escape),
+        and every other non-printable character too."""
+        log.debug("%s %s", self.address_string(), (format % args).translate(_ESCAPES))
 
 
 class _Server(ThreadingWSGIServer):
@@ -110,6 +128,6 @@ def serve(app: WSGIApp, host: str, port: int, ssl_context: ssl.SSLContext | None
     # dropped SYN costs the scraper a one-second retransmit.
     server_class = type("Server", (_Server,), {"address_family": family, "ssl_context": ssl_context,
                                                "request_queue_size": 128})
-    server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    server = make_server(host, port, _without_body_for_head(app), server_class, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

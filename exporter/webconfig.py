@@ -39,9 +39,8 @@ TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 SECTIONS = ("tls_server_config", "basic_auth_users")
 TLS_KEYS = ("cert_file", "key_file", "min_version")
-_BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
-# Checked when the user is unknown, so that a wrong name takes as long as a wrong password.
-_NOBODY = b"$2b$10$LpON9fWVhxg6RccF6EtlFeSlPuBVg6FLqFcxJrT3bZkczLd4XRcZ."
+# The cost is one bcrypt accepts (4 to 31): a hash it refuses would make a user who can never log in.
+_BCRYPT_HASH = re.compile(r"\$2[abxy]?\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}")
 _REMEMBERED = 256  # successful checks kept; the cache is emptied when full
 
 
@@ -145,6 +144,10 @@ class BasicAuth:
 
         self._checkpw = bcrypt.checkpw
         self._users = dict(users)
+        # Checked when the user is unknown, at the highest cost among the users, so that a wrong name
+        # takes as long as a wrong password and the time of a 401 does not tell which names exist.
+        cost = max(int(hashed.split(b"$")[2]) for hashed in self._users.values())
+        self._nobody = bcrypt.hashpw(b"", bcrypt.gensalt(rounds=cost))
         self._key = os.urandom(32)
         self._passed: set[bytes] = set()
         self._lock = threading.Lock()
@@ -159,7 +162,7 @@ class BasicAuth:
         user, _, password = presented.partition(b":")
         try:
             hashed = self._users.get(user.decode())
-            ok = self._checkpw(password, hashed or _NOBODY) and hashed is not None
+            ok = self._checkpw(password, hashed or self._nobody) and hashed is not None
         except ValueError:  # a user name that is not UTF-8, or a password over bcrypt's 72 bytes
             return False
         if ok:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -10,6 +13,7 @@ import requests
 from exporter.outcome import Counts, PollError
 from exporter.server import make_app, serve
 from exporter.snapshot import State
+from helpers import ExporterProcess, up
 
 COUNTS = Counts(total=3, by_label={"authtype": {"SMS": 3}, "os": {"iOS": 3}, "device": {"Mobile": 3},
                                    "language": {"English": 3}})
@@ -57,3 +61,54 @@ def test_unknown_paths_and_methods(served: tuple[str, State, list[bool]]) -> Non
     url, _, _ = served
     assert requests.get(url + "/nope", timeout=5).status_code == 404
     assert requests.post(url + "/metrics", timeout=5).status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/", "/healthz"])
+def test_head_has_the_headers_of_get_and_no_body(path: str, served: tuple[str, State, list[bool]]) -> None:
+    """A body after HEAD would be read as the start of the next response on the connection.
+
+    The GET pipelined behind the HEAD may be answered or not (the server closes after one request),
+    but whatever follows the HEAD's headers must be a status line, never content.
+    """
+    url, state, _ = served
+    state.record_success(COUNTS, duration=0.5, requests=1)
+    get = requests.get(url + path, timeout=5)
+    requests_sent = (f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                     "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    received = b""
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=5) as sock:
+        sock.sendall(requests_sent.encode())
+        while chunk := sock.recv(65536):  # the server closes the connection; the timeout bounds each wait
+            received += chunk
+    head, _, after = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert status.endswith(" 200 OK")
+    assert headers["Content-Length"] == str(len(get.content)) != "0"
+    assert headers["Content-Type"] == get.headers["Content-Type"]
+    assert after == b"" or after.startswith(b"HTTP/1."), after[:80]
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO exporter: forged"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_request_line_can_neither_forge_nor_colour_log_lines(log_format: str) -> None:
+    """At debug level every request line is logged; raw, its control characters could end a log line
+    early (CR, NEL) to forge the next one, or drive the terminal of whoever reads the log (ESC)."""
+    with ExporterProcess("--demo", "--log-level", "debug", "--log-format", log_format) as exporter:
+        exporter.wait_for(up)
+        for request_line in ("GET /\x1b[31minjected\r HTTP/1.0",  # a valid request for a path that is not there
+                             f"GET /\x1b[31minjected\r\x85{FORGED} HTTP/1.0"):  # a malformed one
+            with socket.create_connection(("127.0.0.1", exporter.port), timeout=5) as sock:
+                sock.sendall(request_line.encode("latin-1") + b"\r\n\r\n")
+                while sock.recv(65536):  # until the server closes; the timeout bounds each wait
+                    pass
+        log = exporter.stop()
+    lines = log.splitlines()  # also at NEL and the other breaks a log viewer may honour
+    messages = [json.loads(line)["message"] for line in lines] if log_format == "json" else lines
+    ours = [message for message in messages if "injected" in message or "forged" in message]
+    assert len(ours) == 3, ours  # the 404, and the 400 logged as an error and as a request
+    for message in ours:
+        assert '"GET /' in message or "('GET /" in message, f"a log line was split: {message!r}"
+        assert message.isprintable(), f"raw control characters: {message!r}"

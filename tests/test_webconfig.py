@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +74,8 @@ def test_an_empty_file_asks_for_nothing(text: str, tmp_path: Path) -> None:
     ("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: SSL3\n", "min_version must be one of"),
     ("basic_auth_users: [alice]\n", "basic_auth_users must be a mapping"),
     ("basic_auth_users:\n  alice: plain-text-password\n", "basic_auth_users.alice is not a bcrypt hash"),
+    ("basic_auth_users:\n  alice: " + HASH.replace("$04$", "$03$") + "\n", "alice is not a bcrypt hash"),
+    ("basic_auth_users:\n  alice: " + HASH.replace("$04$", "$32$") + "\n", "alice is not a bcrypt hash"),
     ("basic_auth_users:\n  'a:b': " + HASH + "\n", "without ':'"),
     ("basic_auth_users:\n  123: " + HASH + "\n", "without ':'"),
 ])
@@ -121,6 +125,21 @@ def test_a_success_is_remembered_by_a_keyed_hash_and_a_failure_is_not(monkeypatc
     remembered = b"".join(vars(auth).get("_passed", set()))
     assert len(remembered) == 32
     assert PASSWORD.encode() not in remembered and base64.b64encode(PASSWORD.encode()) not in remembered
+
+
+def test_an_unknown_user_takes_as_long_as_a_wrong_password() -> None:
+    """Else the time a 401 takes tells which user names exist. Cost 12, not the 4 of the other tests: slow
+    enough that bcrypt, not noise, sets both times, which are compared with each other, not with a clock."""
+    auth = BasicAuth({USER: bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12))})
+    unknown: list[float] = []
+    wrong: list[float] = []
+    for _ in range(3):  # interleaved, so that a slower moment of the machine slows both alike
+        for header, times in ((basic("nobody", PASSWORD), unknown), (basic(USER, "wrong"), wrong)):
+            start = time.perf_counter()
+            assert not auth.check(header)
+            times.append(time.perf_counter() - start)
+    ratio = statistics.median(unknown) / statistics.median(wrong)
+    assert 0.5 <= ratio <= 2, f"an unknown user takes {ratio:.2f} times as long as a wrong password"
 
 
 @pytest.fixture(scope="module")
