@@ -341,6 +341,6 @@ def _count_page(tally: Tally, page: Page, index: int, page_size: int) -> tuple[i
         raise PollError("pagination", f"page at index {index} holds only sessions already counted; "
                                       "the server seems to ignore 'index'")
     following = page.next_index
-    if following and following <= index:
+    if following and following < index:  # equal is not backwards: an empty last page may name itself
         raise PollError("pagination", f"nextIndex went backwards ({following} after index {index})")
     return received, received == page_size or (received > 0 and following is not None and following > index)

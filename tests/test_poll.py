@@ -140,6 +140,15 @@ def test_next_index_going_backwards_is_a_pagination_error(concurrency: int) -> N
 
 
 @responses.activate
+def test_next_index_equal_to_an_empty_pages_own_index_is_not_backwards(concurrency: int) -> None:
+    """A short page names the next index; the empty page there names itself: the list has just ended."""
+    add_page(responses.mock, 0, 3, envelope([record() for _ in range(3)], 3, 3))
+    add_page(responses.mock, 3, 3, envelope([record(), record()], 5, 3))
+    add_page(responses.mock, 5, 3, envelope([], 5, 3))
+    assert poll(3, concurrency=concurrency).total == 5
+
+
+@responses.activate
 def test_more_records_than_asked_is_a_bad_response(concurrency: int) -> None:
     add_page(responses.mock, 0, 2, envelope([record() for _ in range(3)]))
     with pytest.raises(PollError, match="more than the 2 asked for") as caught:
