@@ -7,6 +7,7 @@ the size of the venue beyond one compact key per session for de-duplication.
 from __future__ import annotations
 
 import json
+import re
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +43,7 @@ MAC_KEYS = ("macAddress", "mac", "clientMac")
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
+_INDEX_TEXT = re.compile(r"[0-9]{1,18}")  # below 2**63, and never more digits than int() converts
 _HASH_BIT = 1 << 63
 _HASH_MASK = _HASH_BIT - 1
 # SeenKeys spreads keys over 2**_SHARD_BITS shards by their low bits.
@@ -85,12 +87,18 @@ def parse_page(body: Body, index: int) -> Page:
 
 
 def _as_int(value: Any) -> int | None:
+    """nextIndex as an int; None when it is missing or not a plain index.
+
+    It is only a hint (full pages are followed whatever it says), so text that is not 1 to 18
+    ASCII digits counts as no nextIndex rather than failing the poll: ``str.isdigit`` accepts
+    superscripts ``int`` refuses, and ``int`` refuses more than a few thousand digits.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and (digits := _INDEX_TEXT.fullmatch(value.strip())):
+        return int(digits[0])
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.outcome import Counts, PollError
-from exporter.poll import SeenKeys, cap_values, count_active_sessions, normalise, session_key
+from exporter.poll import SeenKeys, cap_values, count_active_sessions, normalise, parse_page, session_key
 from helpers import add_page, envelope, make_client, record
 
 
@@ -146,6 +147,29 @@ def test_next_index_equal_to_an_empty_pages_own_index_is_not_backwards(concurren
     add_page(responses.mock, 3, 3, envelope([record(), record()], 5, 3))
     add_page(responses.mock, 5, 3, envelope([], 5, 3))
     assert poll(3, concurrency=concurrency).total == 5
+
+
+@pytest.mark.parametrize(("next_index", "read"), [
+    ("\u00b2", None),  # a superscript two: str.isdigit() says yes, int() says no
+    ("\u0663", None),  # an Arabic-Indic three, which int() reads
+    ("9" * 5000, None),  # more digits than int() converts
+    ("1" * 19, None),
+    ("-3", None),
+    ("1e3", None),
+    (" 12 ", 12),
+    ("999999999999999999", 999_999_999_999_999_999),
+    ("0", 0),
+], ids=["superscript", "arabic-indic", "5000 digits", "19 digits", "negative", "exponent", "spaced", "18 digits",
+        "zero"])
+def test_next_index_is_read_only_from_a_few_ascii_digits(next_index: str, read: int | None) -> None:
+    page = parse_page(json.dumps(envelope([record()], next_index)).encode(), 100)
+    assert page.next_index == read
+
+
+@responses.activate
+def test_unreadable_next_index_on_a_short_page_ends_the_walk() -> None:
+    add_page(responses.mock, 0, 3, envelope([record(), record()], "\u00b2", 3))
+    assert poll(3).total == 2
 
 
 @responses.activate
