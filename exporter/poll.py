@@ -72,12 +72,16 @@ def _decode(body: Body) -> Any:
 
 
 def parse_page(body: Body, index: int) -> Page:
-    """The envelope of one page, checked for shape. Raises PollError."""
+    """The envelope of one page, checked for shape. Raises PollError, naming the problem, never the content."""
     try:
         envelope = _decode(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        hint = "truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "not JSON"
-        raise PollError("bad_response", f"page at index {index} is {hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        problem = "is truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "is not JSON"
+        raise PollError("bad_response", f"page at index {index} {problem}") from None
+    except ValueError:  # the only other kind: an integer longer than int() converts (4300 digits by default)
+        raise PollError("bad_response", f"page at index {index} holds a number too long to read") from None
+    except RecursionError:  # orjson stops at depth 1024, but the stdlib recurses until Python's limit
+        raise PollError("bad_response", f"page at index {index} is nested too deeply") from None
     records = envelope.get("records", ...) if isinstance(envelope, dict) else ...
     if records is None:  # some servers send null rather than [] when nothing matches
         records = []

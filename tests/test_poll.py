@@ -12,6 +12,7 @@ import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter import poll as poll_module
 from exporter.outcome import Counts, PollError
 from exporter.poll import SeenKeys, cap_values, count_active_sessions, normalise, parse_page, session_key
 from helpers import add_page, envelope, make_client, record
@@ -170,6 +171,30 @@ def test_next_index_is_read_only_from_a_few_ascii_digits(next_index: str, read: 
 def test_unreadable_next_index_on_a_short_page_ends_the_walk() -> None:
     add_page(responses.mock, 0, 3, envelope([record(), record()], "\u00b2", 3))
     assert poll(3).total == 2
+
+
+@pytest.fixture(params=["fast", "stdlib"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages are decoded by orjson, then by the stdlib when orjson refuses; without orjson, by the stdlib alone."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(poll_module, "fast_loads", json.loads)
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b'{"nextIndex": 0, "records": [{"macAddress": "00:11:22:33:44:55", "device": ' + b"7" * 5000 + b"}]}",
+     "holds a number too long to read"),
+    (b'{"nextIndex": ' + b"9" * 5000 + b', "records": []}', "holds a number too long to read"),
+    (b"[" * 100_000, "is nested too deeply"),
+    (b'{"records": [{"macAddress": "00:11:22:33:44:55", "device": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+     "is nested too deeply"),
+    (b'{"nextIndex": 0, "records": [{"macAddress": "00:11', "is truncated JSON"),
+    (b"CMX Error", "is not JSON"),
+], ids=["long number in a record", "long nextIndex", "deep", "deep in a record", "truncated", "text"])
+def test_undecodable_page_is_a_bad_response_that_says_why(decoder: None, body: bytes, problem: str) -> None:
+    with pytest.raises(PollError) as caught:
+        parse_page(body, 300)
+    assert caught.value.reason == "bad_response"
+    assert str(caught.value) == f"page at index 300 {problem}", "the message names the problem, never the content"
 
 
 @responses.activate
