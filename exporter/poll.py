@@ -25,6 +25,9 @@ from exporter.outcome import LABELS, Counts, PollError
 UNKNOWN = "unknown"
 OTHER = "other"
 MAX_VALUE_LENGTH = 64
+# Characters of a raw value read for its label: a longer one is cut to this before any work, so a
+# huge value costs what a short one does. Only values this short are cached, so nothing keeps a huge one.
+_MAX_RAW_LENGTH = 4 * MAX_VALUE_LENGTH
 # Distinct values tracked per label within one poll. Past it, new values go
 # straight to "other", so a hostile or broken server cannot grow memory.
 MAX_TRACKED_VALUES = 10_000
@@ -107,10 +110,13 @@ def _as_int(value: Any) -> int | None:
 
 
 def normalise(value: Any) -> str:
-    """A label value from free text: trimmed, white space folded, case kept, bounded."""
+    """A label value from free text: trimmed, white space folded, case kept, bounded.
+
+    Only the value's first ``_MAX_RAW_LENGTH`` characters are read.
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return UNKNOWN  # null, missing, lists and objects carry no usable label
-    text = " ".join(str(value).translate(_CONTROL).split())
+    text = " ".join(str(value)[:_MAX_RAW_LENGTH].translate(_CONTROL).split())
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from JSON escapes cannot be exported
@@ -252,7 +258,7 @@ class Tally:
 
     def _normalise(self, raw: Any) -> str:
         value = normalise(raw)
-        if raw.__class__ is str:
+        if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH:
             if len(self._cache) >= _MAX_CACHED_VALUES:
                 self._cache.clear()
             self._cache[raw] = value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import time
+import timeit
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -14,7 +16,16 @@ from hypothesis import strategies as st
 
 from exporter import poll as poll_module
 from exporter.outcome import Counts, PollError
-from exporter.poll import SeenKeys, cap_values, count_active_sessions, normalise, parse_page, session_key
+from exporter.poll import (
+    MAX_VALUE_LENGTH,
+    SeenKeys,
+    Tally,
+    cap_values,
+    count_active_sessions,
+    normalise,
+    parse_page,
+    session_key,
+)
 from helpers import add_page, envelope, make_client, record
 
 
@@ -284,6 +295,38 @@ def test_label_values_are_capped_with_other() -> None:
 ])
 def test_normalise(raw: Any, label: str) -> None:
     assert normalise(raw) == label
+
+
+def test_normalise_reads_a_huge_value_no_further_than_its_start() -> None:
+    huge = "Mac \t OS\x00 X " * (1 << 20)  # 12 MiB
+    start = huge[:1000]
+    tracemalloc.start()
+    try:
+        label = normalise(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert label == normalise(start) == "Mac OS X " * 7 + "M"
+    assert peak < 64 << 10, "no copy of the value is made"
+    huge_time, start_time = (min(timeit.repeat(lambda v=v: normalise(v), number=10, repeat=5)) for v in (huge, start))
+    assert huge_time < 20 * start_time
+
+
+def test_tally_keeps_no_long_label_value() -> None:
+    """A server sending huge distinct values must not grow the poll's memory by them."""
+    tally = Tally()
+    tracemalloc.start()
+    try:
+        for page in range(4):
+            tally.add_page([record(**{key: f"{page} {key} " + "x" * (3 << 20)
+                                      for key in ("authType", "operationSystem", "device", "language")})])
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20, f"{kept / (1 << 20):.1f} MiB kept after 4 pages of four 3 MiB values"
+    counts = tally.counts(max_label_values=50)
+    assert counts.total == 4
+    assert all(len(value) == MAX_VALUE_LENGTH for values in counts.by_label.values() for value in values)
 
 
 def test_cap_values_keeps_the_most_frequent_and_breaks_ties_by_name() -> None:
