@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,9 +50,11 @@ _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
 _INDEX_TEXT = re.compile(r"[0-9]{1,18}")  # below 2**63, and never more digits than int() converts
 _HASH_BIT = 1 << 63
 _HASH_MASK = _HASH_BIT - 1
-# SeenKeys spreads keys over 2**_SHARD_BITS shards by their low bits.
+# SeenKeys holds 64-bit keys, mixed, in 2**_SHARD_BITS shards chosen by the mixed key's top bits;
+# the slot in a shard comes from the _SLOT_BITS below them.
+_KEY_MASK = (1 << 64) - 1
 _SHARD_BITS = 6
-_SHARD_MASK = (1 << _SHARD_BITS) - 1
+_SLOT_BITS = 64 - _SHARD_BITS
 
 Body = bytes | bytearray
 FetchBody = Callable[[int, int], Body]
@@ -153,30 +156,38 @@ class SeenKeys:
     About 16 bytes a session where a ``set`` of ints costs about 70. The keys are
     spread over 64 shards that grow one at a time, so growing never holds two copies
     of the whole table: at a million sessions the peak is 16 MiB, not 24.
+
+    Keys come from the server, so where one goes must not be known in advance: with a
+    fixed spread, crafted MACs could all probe from one slot, in quadratic time. Each key
+    is multiplied by a random odd number, drawn per table, mod 2**64; its shard and slot are
+    the top bits of the product, which depend on every bit of the key. Multiplying by an odd
+    number is a bijection, so the product is stored in place of the key.
     """
 
     _MIN_SLOTS = 1 << 6  # per shard
 
     def __init__(self, expected: int = 0) -> None:
-        shards = _SHARD_MASK + 1
+        shards = 1 << _SHARD_BITS
         slots = self._MIN_SLOTS
         while slots * shards < 2 * expected:
             slots *= 2
         self._shards = [array("Q", [0]) * slots for _ in range(shards)]
         self._used = [0] * shards
         self._zero = False  # 0 marks an empty slot, so the key 0 is kept aside
+        self._multiplier = secrets.randbits(64) | 1
 
     def __len__(self) -> int:
         return sum(self._used) + self._zero
 
     def add(self, key: int) -> bool:
         """Add ``key``; True if it was not there yet."""
-        if not key:
+        mixed = key * self._multiplier & _KEY_MASK
+        if not mixed:
             new, self._zero = not self._zero, True
             return new
-        shard = key & _SHARD_MASK
+        shard = mixed >> _SLOT_BITS
         slots = self._shards[shard]
-        if not _place(slots, key):
+        if not _place(slots, mixed):
             return False
         self._used[shard] += 1
         if 4 * self._used[shard] > 3 * len(slots):
@@ -188,20 +199,20 @@ class SeenKeys:
         return True
 
 
-def _place(slots: array[int], key: int) -> bool:
-    """Store ``key`` in its slot; False if it was there already.
+def _place(slots: array[int], mixed: int) -> bool:
+    """Store a mixed key in its slot; False if it was there already.
 
-    The shard took the key's low bits, so the slot is chosen by the others, mixed.
+    The slot is the top bits below the shard's: a product's low bits depend only on the key's low bits.
     """
     mask = len(slots) - 1
-    i = (key ^ key >> 24 ^ key >> 48) >> _SHARD_BITS & mask
+    i = mixed >> (_SLOT_BITS - mask.bit_length()) & mask
     held = slots[i]
     while held:
-        if held == key:
+        if held == mixed:
             return False
         i = (i + 1) & mask
         held = slots[i]
-    slots[i] = key
+    slots[i] = mixed
     return True
 
 

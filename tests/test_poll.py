@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import timeit
@@ -402,3 +403,43 @@ def test_seen_keys_stays_exact_as_it_grows() -> None:
     assert sum(seen.add(k) for k in keys) == len(set(keys))
     assert not any(seen.add(k) for k in keys)
     assert len(seen) == len(set(keys))
+
+
+def crafted_keys(n: int) -> list[int]:
+    """MACs that all fell in one shard and one first slot of the unsalted table: ``h << 24 | h``, ``h = m << 6``."""
+    return [m << 30 | m << 6 for m in range(n)]
+
+
+def seconds_to_add(keys: list[int], budget: float = math.inf) -> float:
+    """Best of five fills of a fresh SeenKeys; a fill is abandoned past ``budget`` seconds (inf if all are)."""
+    best = math.inf
+    for _ in range(5):
+        seen = SeenKeys()
+        start = time.perf_counter()
+        for chunk in range(0, len(keys), 1000):
+            for key in keys[chunk:chunk + 1000]:
+                seen.add(key)
+            if time.perf_counter() - start > budget:
+                break
+        else:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_seen_keys_takes_crafted_keys_as_fast_as_ordinary_ones() -> None:
+    """A server cannot choose MACs that pile up in one place: where a key goes is salted per table."""
+    rng = random.Random(7)
+    ordinary = seconds_to_add([rng.getrandbits(48) for _ in range(20_000)])
+    crafted = seconds_to_add(crafted_keys(20_000), budget=5 * ordinary)
+    assert crafted < 5 * ordinary, f"20,000 crafted keys took over 5x the {ordinary:.3f} s of ordinary ones"
+
+
+def test_seen_keys_holds_crafted_and_extreme_keys_exactly() -> None:
+    keys = [*crafted_keys(5000), 1, (1 << 64) - 1, 1 << 63, (1 << 63) | 1, 1 << 58, 3 << 62]
+    assert keys.count(0) == 1
+    seen = SeenKeys()
+    assert all(seen.add(key) for key in keys)
+    assert not any(seen.add(key) for key in keys), "every duplicate is found"
+    assert len(seen) == len(keys)
+    assert not seen.add(0)
+    assert seen.add(2) and len(seen) == len(keys) + 1
