@@ -7,6 +7,8 @@ the size of the venue beyond one compact key per session for de-duplication.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from array import array
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +27,9 @@ from exporter.outcome import LABELS, Counts, PollError
 UNKNOWN = "unknown"
 OTHER = "other"
 MAX_VALUE_LENGTH = 64
+# Characters of a raw value read for its label: a longer one is cut to this before any work, so a
+# huge value costs what a short one does. Only values this short are cached, so nothing keeps a huge one.
+_MAX_RAW_LENGTH = 4 * MAX_VALUE_LENGTH
 # Distinct values tracked per label within one poll. Past it, new values go
 # straight to "other", so a hostile or broken server cannot grow memory.
 MAX_TRACKED_VALUES = 10_000
@@ -43,11 +48,14 @@ MAC_KEYS = ("macAddress", "mac", "clientMac")
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
+_INDEX_TEXT = re.compile(r"[0-9]{1,18}")  # below 2**63, and never more digits than int() converts
 _HASH_BIT = 1 << 63
 _HASH_MASK = _HASH_BIT - 1
-# SeenKeys spreads keys over 2**_SHARD_BITS shards by their low bits.
+# SeenKeys holds 64-bit keys, mixed, in 2**_SHARD_BITS shards chosen by the mixed key's top bits;
+# the slot in a shard comes from the _SLOT_BITS below them.
+_KEY_MASK = (1 << 64) - 1
 _SHARD_BITS = 6
-_SHARD_MASK = (1 << _SHARD_BITS) - 1
+_SLOT_BITS = 64 - _SHARD_BITS
 
 Body = bytes | bytearray
 FetchBody = Callable[[int, int], Body]
@@ -71,12 +79,16 @@ def _decode(body: Body) -> Any:
 
 
 def parse_page(body: Body, index: int) -> Page:
-    """The envelope of one page, checked for shape. Raises PollError."""
+    """The envelope of one page, checked for shape. Raises PollError, naming the problem, never the content."""
     try:
         envelope = _decode(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        hint = "truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "not JSON"
-        raise PollError("bad_response", f"page at index {index} is {hint}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        problem = "is truncated JSON" if body.lstrip()[:1] in (b"{", b"[") else "is not JSON"
+        raise PollError("bad_response", f"page at index {index} {problem}") from None
+    except ValueError:  # the only other kind: an integer longer than int() converts (4300 digits by default)
+        raise PollError("bad_response", f"page at index {index} holds a number too long to read") from None
+    except RecursionError:  # orjson stops at depth 1024, but the stdlib recurses until Python's limit
+        raise PollError("bad_response", f"page at index {index} is nested too deeply") from None
     records = envelope.get("records", ...) if isinstance(envelope, dict) else ...
     if records is None:  # some servers send null rather than [] when nothing matches
         records = []
@@ -86,20 +98,29 @@ def parse_page(body: Body, index: int) -> Page:
 
 
 def _as_int(value: Any) -> int | None:
+    """nextIndex as an int; None when it is missing or not a plain index.
+
+    It is only a hint (full pages are followed whatever it says), so text that is not 1 to 18
+    ASCII digits counts as no nextIndex rather than failing the poll: ``str.isdigit`` accepts
+    superscripts ``int`` refuses, and ``int`` refuses more than a few thousand digits.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and (digits := _INDEX_TEXT.fullmatch(value.strip())):
+        return int(digits[0])
     return None
 
 
 def normalise(value: Any) -> str:
-    """A label value from free text: trimmed, white space folded, case kept, bounded."""
+    """A label value from free text: trimmed, white space folded, case kept, bounded.
+
+    Only the value's first ``_MAX_RAW_LENGTH`` characters are read.
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return UNKNOWN  # null, missing, lists and objects carry no usable label
-    text = " ".join(str(value).translate(_CONTROL).split())
+    text = " ".join(str(value)[:_MAX_RAW_LENGTH].translate(_CONTROL).split())
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from JSON escapes cannot be exported
@@ -136,30 +157,38 @@ class SeenKeys:
     About 16 bytes a session where a ``set`` of ints costs about 70. The keys are
     spread over 64 shards that grow one at a time, so growing never holds two copies
     of the whole table: at a million sessions the peak is 16 MiB, not 24.
+
+    Keys come from the server, so where one goes must not be known in advance: with a
+    fixed spread, crafted MACs could all probe from one slot, in quadratic time. Each key
+    is multiplied by a random odd number, drawn per table, mod 2**64; its shard and slot are
+    the top bits of the product, which depend on every bit of the key. Multiplying by an odd
+    number is a bijection, so the product is stored in place of the key.
     """
 
     _MIN_SLOTS = 1 << 6  # per shard
 
     def __init__(self, expected: int = 0) -> None:
-        shards = _SHARD_MASK + 1
+        shards = 1 << _SHARD_BITS
         slots = self._MIN_SLOTS
         while slots * shards < 2 * expected:
             slots *= 2
         self._shards = [array("Q", [0]) * slots for _ in range(shards)]
         self._used = [0] * shards
         self._zero = False  # 0 marks an empty slot, so the key 0 is kept aside
+        self._multiplier = secrets.randbits(64) | 1
 
     def __len__(self) -> int:
         return sum(self._used) + self._zero
 
     def add(self, key: int) -> bool:
         """Add ``key``; True if it was not there yet."""
-        if not key:
+        mixed = key * self._multiplier & _KEY_MASK
+        if not mixed:
             new, self._zero = not self._zero, True
             return new
-        shard = key & _SHARD_MASK
+        shard = mixed >> _SLOT_BITS
         slots = self._shards[shard]
-        if not _place(slots, key):
+        if not _place(slots, mixed):
             return False
         self._used[shard] += 1
         if 4 * self._used[shard] > 3 * len(slots):
@@ -171,20 +200,20 @@ class SeenKeys:
         return True
 
 
-def _place(slots: array[int], key: int) -> bool:
-    """Store ``key`` in its slot; False if it was there already.
+def _place(slots: array[int], mixed: int) -> bool:
+    """Store a mixed key in its slot; False if it was there already.
 
-    The shard took the key's low bits, so the slot is chosen by the others, mixed.
+    The slot is the top bits below the shard's: a product's low bits depend only on the key's low bits.
     """
     mask = len(slots) - 1
-    i = (key ^ key >> 24 ^ key >> 48) >> _SHARD_BITS & mask
+    i = mixed >> (_SLOT_BITS - mask.bit_length()) & mask
     held = slots[i]
     while held:
-        if held == key:
+        if held == mixed:
             return False
         i = (i + 1) & mask
         held = slots[i]
-    slots[i] = key
+    slots[i] = mixed
     return True
 
 
@@ -241,7 +270,7 @@ class Tally:
 
     def _normalise(self, raw: Any) -> str:
         value = normalise(raw)
-        if raw.__class__ is str:
+        if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH:
             if len(self._cache) >= _MAX_CACHED_VALUES:
                 self._cache.clear()
             self._cache[raw] = value
@@ -348,6 +377,6 @@ def _count_page(tally: Tally, page: Page, index: int, page_size: int) -> tuple[i
         raise PollError("pagination", f"page at index {index} holds only sessions already counted; "
                                       "the server seems to ignore 'index'")
     following = page.next_index
-    if following and following <= index:
+    if following and following < index:  # equal is not backwards: an empty last page may name itself
         raise PollError("pagination", f"nextIndex went backwards ({following} after index {index})")
     return received, received == page_size or (received > 0 and following is not None and following > index)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import time
+import timeit
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -11,8 +15,18 @@ import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter import poll as poll_module
 from exporter.outcome import Counts, PollError
-from exporter.poll import SeenKeys, cap_values, count_active_sessions, normalise, session_key
+from exporter.poll import (
+    MAX_VALUE_LENGTH,
+    SeenKeys,
+    Tally,
+    cap_values,
+    count_active_sessions,
+    normalise,
+    parse_page,
+    session_key,
+)
 from helpers import add_page, envelope, make_client, record
 
 
@@ -140,6 +154,62 @@ def test_next_index_going_backwards_is_a_pagination_error(concurrency: int) -> N
 
 
 @responses.activate
+def test_next_index_equal_to_an_empty_pages_own_index_is_not_backwards(concurrency: int) -> None:
+    """A short page names the next index; the empty page there names itself: the list has just ended."""
+    add_page(responses.mock, 0, 3, envelope([record() for _ in range(3)], 3, 3))
+    add_page(responses.mock, 3, 3, envelope([record(), record()], 5, 3))
+    add_page(responses.mock, 5, 3, envelope([], 5, 3))
+    assert poll(3, concurrency=concurrency).total == 5
+
+
+@pytest.mark.parametrize(("next_index", "read"), [
+    ("\u00b2", None),  # a superscript two: str.isdigit() says yes, int() says no
+    ("\u0663", None),  # an Arabic-Indic three, which int() reads
+    ("9" * 5000, None),  # more digits than int() converts
+    ("1" * 19, None),
+    ("-3", None),
+    ("1e3", None),
+    (" 12 ", 12),
+    ("999999999999999999", 999_999_999_999_999_999),
+    ("0", 0),
+], ids=["superscript", "arabic-indic", "5000 digits", "19 digits", "negative", "exponent", "spaced", "18 digits",
+        "zero"])
+def test_next_index_is_read_only_from_a_few_ascii_digits(next_index: str, read: int | None) -> None:
+    page = parse_page(json.dumps(envelope([record()], next_index)).encode(), 100)
+    assert page.next_index == read
+
+
+@responses.activate
+def test_unreadable_next_index_on_a_short_page_ends_the_walk() -> None:
+    add_page(responses.mock, 0, 3, envelope([record(), record()], "\u00b2", 3))
+    assert poll(3).total == 2
+
+
+@pytest.fixture(params=["fast", "stdlib"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages are decoded by orjson, then by the stdlib when orjson refuses; without orjson, by the stdlib alone."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(poll_module, "fast_loads", json.loads)
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b'{"nextIndex": 0, "records": [{"macAddress": "00:11:22:33:44:55", "device": ' + b"7" * 5000 + b"}]}",
+     "holds a number too long to read"),
+    (b'{"nextIndex": ' + b"9" * 5000 + b', "records": []}', "holds a number too long to read"),
+    (b"[" * 100_000, "is nested too deeply"),
+    (b'{"records": [{"macAddress": "00:11:22:33:44:55", "device": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+     "is nested too deeply"),
+    (b'{"nextIndex": 0, "records": [{"macAddress": "00:11', "is truncated JSON"),
+    (b"CMX Error", "is not JSON"),
+], ids=["long number in a record", "long nextIndex", "deep", "deep in a record", "truncated", "text"])
+def test_undecodable_page_is_a_bad_response_that_says_why(decoder: None, body: bytes, problem: str) -> None:
+    with pytest.raises(PollError) as caught:
+        parse_page(body, 300)
+    assert caught.value.reason == "bad_response"
+    assert str(caught.value) == f"page at index 300 {problem}", "the message names the problem, never the content"
+
+
+@responses.activate
 def test_more_records_than_asked_is_a_bad_response(concurrency: int) -> None:
     add_page(responses.mock, 0, 2, envelope([record() for _ in range(3)]))
     with pytest.raises(PollError, match="more than the 2 asked for") as caught:
@@ -228,6 +298,38 @@ def test_normalise(raw: Any, label: str) -> None:
     assert normalise(raw) == label
 
 
+def test_normalise_reads_a_huge_value_no_further_than_its_start() -> None:
+    huge = "Mac \t OS\x00 X " * (1 << 20)  # 12 MiB
+    start = huge[:1000]
+    tracemalloc.start()
+    try:
+        label = normalise(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert label == normalise(start) == "Mac OS X " * 7 + "M"
+    assert peak < 64 << 10, "no copy of the value is made"
+    huge_time, start_time = (min(timeit.repeat(lambda v=v: normalise(v), number=10, repeat=5)) for v in (huge, start))
+    assert huge_time < 20 * start_time
+
+
+def test_tally_keeps_no_long_label_value() -> None:
+    """A server sending huge distinct values must not grow the poll's memory by them."""
+    tally = Tally()
+    tracemalloc.start()
+    try:
+        for page in range(4):
+            tally.add_page([record(**{key: f"{page} {key} " + "x" * (3 << 20)
+                                      for key in ("authType", "operationSystem", "device", "language")})])
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20, f"{kept / (1 << 20):.1f} MiB kept after 4 pages of four 3 MiB values"
+    counts = tally.counts(max_label_values=50)
+    assert counts.total == 4
+    assert all(len(value) == MAX_VALUE_LENGTH for values in counts.by_label.values() for value in values)
+
+
 def test_cap_values_keeps_the_most_frequent_and_breaks_ties_by_name() -> None:
     assert cap_values({"a": 1, "b": 1, "c": 1, "d": 5}, 3) == {"d": 5, "a": 1, "other": 2}
     assert cap_values({"a": 3, "other": 4, "b": 2, "c": 1}, 3) == {"a": 3, "b": 2, "other": 5}
@@ -301,3 +403,43 @@ def test_seen_keys_stays_exact_as_it_grows() -> None:
     assert sum(seen.add(k) for k in keys) == len(set(keys))
     assert not any(seen.add(k) for k in keys)
     assert len(seen) == len(set(keys))
+
+
+def crafted_keys(n: int) -> list[int]:
+    """MACs that all fell in one shard and one first slot of the unsalted table: ``h << 24 | h``, ``h = m << 6``."""
+    return [m << 30 | m << 6 for m in range(n)]
+
+
+def seconds_to_add(keys: list[int], budget: float = math.inf) -> float:
+    """Best of five fills of a fresh SeenKeys; a fill is abandoned past ``budget`` seconds (inf if all are)."""
+    best = math.inf
+    for _ in range(5):
+        seen = SeenKeys()
+        start = time.perf_counter()
+        for chunk in range(0, len(keys), 1000):
+            for key in keys[chunk:chunk + 1000]:
+                seen.add(key)
+            if time.perf_counter() - start > budget:
+                break
+        else:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_seen_keys_takes_crafted_keys_as_fast_as_ordinary_ones() -> None:
+    """A server cannot choose MACs that pile up in one place: where a key goes is salted per table."""
+    rng = random.Random(7)
+    ordinary = seconds_to_add([rng.getrandbits(48) for _ in range(20_000)])
+    crafted = seconds_to_add(crafted_keys(20_000), budget=5 * ordinary)
+    assert crafted < 5 * ordinary, f"20,000 crafted keys took over 5x the {ordinary:.3f} s of ordinary ones"
+
+
+def test_seen_keys_holds_crafted_and_extreme_keys_exactly() -> None:
+    keys = [*crafted_keys(5000), 1, (1 << 64) - 1, 1 << 63, (1 << 63) | 1, 1 << 58, 3 << 62]
+    assert keys.count(0) == 1
+    seen = SeenKeys()
+    assert all(seen.add(key) for key in keys)
+    assert not any(seen.add(key) for key in keys), "every duplicate is found"
+    assert len(seen) == len(keys)
+    assert not seen.add(0)
+    assert seen.add(2) and len(seen) == len(keys) + 1
