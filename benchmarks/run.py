@@ -344,8 +344,18 @@ def main(argv: list[str] | None = None) -> None:
               f"served, and concurrent polls count exactly as sequential ones.\n\n{decoding}\n\n"
               f"## Targets\n\n{checks}\n")
     if not args.no_write:
-        args.output.write_text(report)
+        args.output.write_text(report + _other_sections(args.output, report))
         print(f"written to {args.output}")
+
+
+def _other_sections(path: Path, report: str) -> str:
+    """The sections of ``path`` that other benchmarks wrote, such as seen_keys.py's, kept as they are."""
+    if not path.exists():
+        return ""
+    ours = {line for line in report.splitlines() if line.startswith("## ")}
+    sections = re.split(r"^(?=## )", path.read_text(), flags=re.MULTILINE)[1:]
+    return "".join("\n" + section.rstrip("\n") + "\n" for section in sections
+                   if section.splitlines()[0] not in ours)
 
 
 if __name__ == "__main__":
