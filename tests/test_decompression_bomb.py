@@ -1,10 +1,11 @@
-"""A body that inflates to a GiB is cut off at the page limit, with the oldest urllib3 allowed too.
+"""A body that inflates to a GiB fails one poll in bounded memory, with the oldest urllib3 allowed too.
 
 urllib3 before 2.6.0 inflated a whole read, and a whole chain of Content-Encodings, at once
 (CVE-2025-66471, CVE-2025-66418): a double-gzip body of 2.5 KiB took the poll worker to 2 GiB
-and a MemoryError before the client could count a byte. pip may install any urllib3 that
-pyproject.toml allows, so the floor it names is installed and run in a child process, and the
-newest, this virtualenv's, in this process.
+and a MemoryError before the client could count a byte. requests, whatever urllib3, inflated
+the whole body of a redirect it was told not to follow, until the client stopped it. pip may
+install any urllib3 that pyproject.toml allows, so the floor it names is installed and run in
+a child process, and the newest, this virtualenv's, in this process.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ BOMBS = {  # by the name in the URL's path
     "gzip-gzip": Bomb(200, "gzip, gzip", ("bad_response", "response larger than 15 MiB")),
     "gzip": Bomb(200, "gzip", ("bad_response", "response larger than 15 MiB")),
     "deflate": Bomb(200, "deflate", ("bad_response", "response larger than 15 MiB")),
+    "redirect": Bomb(302, "gzip, gzip", ("http", "unexpected redirect (HTTP 302)")),
 }
 
 # The client as the exporter runs it, with whichever urllib3 comes first on sys.path.
@@ -124,6 +126,7 @@ class BombServer(ThreadingHTTPServer):
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Encoding", BOMBS[name].encoding)
                 self.send_header("Content-Length", str(len(bodies[name])))
+                self.send_header("Location", "/elsewhere")  # read only on a redirect
                 self.end_headers()
                 with contextlib.suppress(ConnectionError):  # the client hangs up once it has enough
                     self.wfile.write(bodies[name])
