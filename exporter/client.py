@@ -157,6 +157,17 @@ class _Retry(Retry):
         return retry
 
 
+class _Session(requests.Session):
+    """A Session that never reads the body of a redirect, which is refused anyway.
+
+    Even with ``allow_redirects=False``, requests reads and inflates the whole body of a 3xx to
+    prepare ``Response.next``, without bound: a compressed bomb there would exhaust memory.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
+
+
 class CmxClient:
     """Fetches pages of active sessions, gently: bounded retries, a deadline per request."""
 
@@ -189,7 +200,7 @@ class CmxClient:
             redirect=0,
         )
         retry.on_retry, retry.max_wait = self._count_request, max_retry_wait
-        session = requests.Session()
+        session = _Session()
         session.mount("http://", _Adapter(max_retries=retry, pool_maxsize=8))
         session.mount("https://", _Adapter(max_retries=retry, pool_maxsize=8))
         if username is not None:  # as UTF-8 bytes (RFC 7617); requests would encode str as Latin-1 or fail
