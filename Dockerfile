@@ -12,7 +12,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY exporter ./exporter
+COPY cmx_connect_exporter ./cmx_connect_exporter
+COPY cmx_simulator ./cmx_simulator
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
 
 # Stage 2: install those wheels, offline, into a clean slim base.

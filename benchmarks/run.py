@@ -71,7 +71,7 @@ def simulator(sessions: int, latency: float) -> Iterator[str]:
     port = free_port()
     # CMX is an appliance of its own; at a lower priority the simulator does not take the
     # exporter's core on a two-core machine, for the floor and the exporter alike.
-    proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "exporter.simulator", "--port", str(port),
+    proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "cmx_simulator", "--port", str(port),
                              "--sessions", str(sessions), "--active-fraction", "1", "--latency", str(latency)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -156,7 +156,7 @@ def _scrape_process(port: int, seconds: float, out: multiprocessing.connection.C
 def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> ExporterRun:
     """The real console script; scrapers in their own process so they do not share its GIL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "exporter", "--url", url, "--username", AUTH[0],
+    proc = subprocess.Popen([sys.executable, "-m", "cmx_connect_exporter", "--url", url, "--username", AUTH[0],
                              "--password", AUTH[1], "--listen-address", f"127.0.0.1:{port}",
                              "--poll-interval", f"{interval:g}", "--concurrency", str(concurrency),
                              "--timeout", "60", "--log-level", "warning"])

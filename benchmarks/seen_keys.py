@@ -6,7 +6,7 @@
 It fills, with N distinct keys, each of:
 - the baseline: ``BaselineSeenKeys`` below, a copy of SeenKeys as it was before its spread was
   salted (shard = key & 63, slot = (key ^ key >> 24 ^ key >> 48) >> 6), kept here only to measure;
-- the salted table, ``exporter.poll.SeenKeys`` as the exporter uses it;
+- the salted table, ``cmx_connect_exporter.counting.dedupe.SeenKeys`` as the exporter uses it;
 - a ``set`` of the keys.
 Ordinary keys are random 48-bit MACs, like the simulator's randomised ones; crafted keys are the MACs
 that all fall in one shard and one first slot of the baseline. Every fill runs in a fresh
@@ -29,7 +29,7 @@ import time
 from array import array
 from pathlib import Path
 
-from exporter.poll import SeenKeys
+from cmx_connect_exporter.counting.dedupe import SeenKeys
 
 STRUCTURES = ("baseline", "salted", "set")
 CASES = (("ordinary", 20_000), ("ordinary", 1_000_000), ("crafted", 20_000))

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from exporter.outcome import REASONS
+from cmx_connect_exporter.outcome import REASONS
 
 OUTPUT = Path(__file__).parent / "dashboards" / "cmx-connect-exporter.json"
 

@@ -23,8 +23,9 @@ import responses
 from prometheus_client.parser import text_string_to_metric_families
 from responses import matchers
 
-from exporter.client import CLIENTS_PATH, CmxClient
-from exporter.simulator import LABELS, ActiveCounts
+from cmx_connect_exporter.cmx.client import CLIENTS_PATH, CmxClient
+from cmx_connect_exporter.counting.dimensions import LABELS
+from cmx_simulator import ActiveCounts
 
 BASE_URL = "https://cmx.test"
 ENDPOINT = BASE_URL + CLIENTS_PATH
@@ -118,7 +119,8 @@ class ExporterProcess:
         self.http.trust_env = False  # else REQUESTS_CA_BUNDLE would override http.verify
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "exporter", "--listen-address", f"127.0.0.1:{self.port}", *args],
+            [*wrapper, sys.executable, "-m", "cmx_connect_exporter", "--listen-address", f"127.0.0.1:{self.port}",
+             *args],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._drain, name="exporter-output", daemon=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from exporter.simulator import Simulator
+from cmx_simulator import Simulator
 from helpers import ExporterProcess, parse_samples, poll_errors, proc_status, session_counts
 
 PASSWORD = "soak-canary-pw-2b7d"

@@ -11,9 +11,9 @@ import pytest
 import requests
 import responses
 
-from exporter.client import CmxClient
-from exporter.outcome import PollError
-from exporter.poll import Page, parse_page
+from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.cmx.wire import Page, parse_page
+from cmx_connect_exporter.outcome import PollError
 from helpers import ENDPOINT, add_page, envelope, free_port, make_client, record
 
 
@@ -153,7 +153,7 @@ def test_transport_errors_map_to_reasons(exc: Exception, reason: str) -> None:
 def test_refused_and_unresolved_are_connection_errors_after_retries(url: str, words: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Over real sockets: urllib3 files a refused connection under its timeouts, the reason must not."""
-    monkeypatch.setattr("exporter.client.BACKOFF_FACTOR", 0)
+    monkeypatch.setattr("cmx_connect_exporter.cmx.client.BACKOFF_FACTOR", 0)
     client = CmxClient(url, username="u", password="p", timeout=1)
     with pytest.raises(PollError) as caught:
         client.fetch_body(0, 10)

@@ -16,9 +16,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
 
-from exporter.client import CmxClient
-from exporter.outcome import PollError
-from exporter.simulator import Simulator
+from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.outcome import PollError
+from cmx_simulator import Simulator
 
 TIMEOUT = 1.0
 SLACK = 0.5  # the deadline is checked before each read; a read then waits no longer than the time left

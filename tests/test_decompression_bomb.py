@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 import pytest
 from packaging.requirements import Requirement
 
-from exporter.client import CmxClient
-from exporter.outcome import PollError
+from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.outcome import PollError
 from helpers import require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ CHILD = """
 import json, resource, sys, time
 import urllib3
 from packaging.version import Version
-from exporter.client import CmxClient
-from exporter.outcome import PollError
+from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.outcome import PollError
 
 url, version, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 assert Version(urllib3.__version__) == Version(version), f"urllib3 {urllib3.__version__} was imported, not {version}"

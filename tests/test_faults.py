@@ -28,9 +28,9 @@ import pytest
 import requests
 import trustme
 
-from exporter.client import RETRIES
-from exporter.simulator import CLIENTS_PATH, ActiveCounts, Simulator
-from exporter.worker import WORKER_GRACE
+from cmx_connect_exporter.cmx.client import RETRIES
+from cmx_connect_exporter.polling.handle import WORKER_GRACE
+from cmx_simulator import CLIENTS_PATH, ActiveCounts, Simulator
 from helpers import (
     ExporterProcess,
     Samples,
@@ -525,7 +525,8 @@ def test_at_info_level_the_retries_behind_a_failed_poll_stay_out_of_the_log() ->
         samples = exporter.wait_for(lambda s: poll_errors(s)["connection"] >= 1)
         log = exporter.stop()
     entries = [json.loads(line) for line in log.splitlines()]
-    assert {entry["logger"] for entry in entries} <= {"exporter", "exporter.scheduler", "apscheduler.scheduler"}
+    assert {entry["logger"] for entry in entries} <= {"cmx_connect_exporter", "cmx_connect_exporter.polling.scheduler",
+                                                      "apscheduler.scheduler"}
     failed = [entry for entry in entries if entry["message"].startswith("poll failed: ")]
     assert len(failed) >= poll_errors(samples)["connection"]
 

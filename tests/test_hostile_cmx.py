@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from exporter.simulator import HUGE_LABEL_PAGES, Simulator
+from cmx_simulator import HUGE_LABEL_PAGES, Simulator
 from helpers import ExporterProcess, Samples, children, poll_errors, proc_status, session_counts, up
 
 SESSIONS = 300

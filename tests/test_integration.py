@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from exporter.simulator import Simulator
+from cmx_simulator import Simulator
 from helpers import ExporterProcess, require_tool, session_counts, up
 
 

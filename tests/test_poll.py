@@ -15,18 +15,12 @@ import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import poll as poll_module
-from exporter.outcome import Counts, PollError
-from exporter.poll import (
-    MAX_VALUE_LENGTH,
-    SeenKeys,
-    Tally,
-    cap_values,
-    count_active_sessions,
-    normalise,
-    parse_page,
-    session_key,
-)
+from cmx_connect_exporter.cmx import wire
+from cmx_connect_exporter.cmx.wire import parse_page
+from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
+from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, cap_values, normalise
+from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.polling.poll import count_active_sessions
 from helpers import add_page, envelope, make_client, record
 
 
@@ -189,7 +183,7 @@ def test_unreadable_next_index_on_a_short_page_ends_the_walk() -> None:
 def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages are decoded by orjson, then by the stdlib when orjson refuses; without orjson, by the stdlib alone."""
     if request.param == "stdlib":
-        monkeypatch.setattr(poll_module, "fast_loads", json.loads)
+        monkeypatch.setattr(wire, "fast_loads", json.loads)
 
 
 @pytest.mark.parametrize(("body", "problem"), [

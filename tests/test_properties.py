@@ -22,8 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.poll import LABEL_KEYS, LABELS, MAX_VALUE_LENGTH, count_active_sessions
-from exporter.snapshot import State
+from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
+from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH
+from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.polling.poll import count_active_sessions
 from helpers import add_page, envelope, make_client, require_tool
 
 NAME, EMAIL = "Jane Canary-Doe", "jane.canary@example.com"  # in every record; must never show
@@ -43,7 +45,7 @@ structures = st.recursive(st.one_of(st.none(), st.booleans(), numbers, short_tex
                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(short_text, inner, max_size=3),
                           max_leaves=6)
 label_value = st.one_of(short_text, short_text, long_text, numbers, structures, st.none())
-label_fields = st.fixed_dictionaries({}, optional={key: label_value for keys in LABEL_KEYS.values() for key in keys})
+label_fields = st.fixed_dictionaries({}, optional={key: label_value for d in DIMENSIONS for key in d.keys})
 mac = st.one_of(st.none(), st.sampled_from(DUPLICATE_MACS), short_text, numbers)  # None: a fresh unique MAC
 
 

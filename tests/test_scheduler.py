@@ -8,10 +8,10 @@ import time
 import pytest
 import responses
 
-from exporter.scheduler import Poller, start_scheduler
-from exporter.settings import Settings
-from exporter.snapshot import State
-from exporter.worker import run_poll
+from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.polling.poll import run_poll
+from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
+from cmx_connect_exporter.settings import Settings
 from helpers import ENDPOINT, add_page, envelope, make_client, record
 
 
@@ -47,7 +47,7 @@ def test_unexpected_exception_is_a_failed_poll_without_details(monkeypatch: pyte
     def broken(*_: object, **__: object) -> None:
         raise KeyError("jane.doe@example.com")
 
-    monkeypatch.setattr("exporter.poll.count_active_sessions", broken)
+    monkeypatch.setattr("cmx_connect_exporter.polling.poll.count_active_sessions", broken)
     state = State(stale_after=600, version="t")
     poller(state).run()
     assert state.snapshot.errors["internal"] == 1

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from exporter.outcome import Counts, PollError
-from exporter.server import make_app, serve
-from exporter.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.web.server import make_app, serve
 from helpers import ExporterProcess, up
 
 COUNTS = Counts(total=3, by_label={"authtype": {"SMS": 3}, "os": {"iOS": 3}, "device": {"Mobile": 3},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import Settings, SettingsError, load_settings, parse_listen_address
+from cmx_connect_exporter.settings import Settings, SettingsError, load_settings, parse_listen_address
 from helpers import console_script
 
 CANARY = "pw-canary-7f3a9"
@@ -153,7 +153,7 @@ def test_listen_address_forms(value: str, pair: tuple[str, int]) -> None:
 
 
 def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exporter", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cmx_connect_exporter", *argv], capture_output=True, text=True,
                           timeout=30, env=env, check=False)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter.simulator import Simulator
+from cmx_simulator import Simulator
 from helpers import self_signed_certificate
 
 CLIENTS = "/api/connect/v1/clients"
@@ -367,7 +367,7 @@ def test_trickle_sends_a_byte_at_a_time_and_stop_cuts_it(http: requests.Session)
 
 def test_command_line_serves_until_sigterm() -> None:
     env = {**os.environ, "SIM_PASSWORD": "s3cret"}
-    cmd = [sys.executable, "-m", "exporter.simulator", "--port", "0", "--sessions", "50", "--churn", "1"]
+    cmd = [sys.executable, "-m", "cmx_simulator", "--port", "0", "--sessions", "50", "--churn", "1"]
     with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent) as proc:
         try:
             assert proc.stderr is not None

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import responses
 
-from exporter.outcome import PollError
-from exporter.poll import count_active_sessions
-from exporter.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.polling.poll import count_active_sessions
 from helpers import Samples, add_page, make_client, parse_samples, require_tool
 
 HERE = Path(__file__).parent

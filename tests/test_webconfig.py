@@ -13,8 +13,8 @@ import pytest
 import requests
 import trustme
 
-from exporter.simulator import Simulator
-from exporter.webconfig import BasicAuth, WebConfigError, load_web_config
+from cmx_connect_exporter.web.webconfig import BasicAuth, WebConfigError, load_web_config
+from cmx_simulator import Simulator
 from helpers import ExporterProcess, session_counts, up
 
 USER, PASSWORD = "prometheus", "scrape-pw-Ü-e81c"

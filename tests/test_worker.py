@@ -7,17 +7,21 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from exporter.outcome import Counts, PollError
-from exporter.simulator import Simulator
-from exporter.worker import WORKER_GRACE, PollParams, PollWorker
+from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.polling.handle import WORKER_GRACE, PollWorker
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
+from cmx_simulator import Simulator
 
-PARAMS = PollParams(page_size=500, max_pages=100, max_label_values=50, concurrency=2, poll_timeout=30)
+PAGE = 500
+REQUEST = PollRequest(page_size=PAGE, max_pages=100, max_label_values=50, concurrency=2, poll_timeout=30)
 
 
 @pytest.fixture
@@ -26,12 +30,27 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
+def start_worker(sim: Simulator) -> PollWorker:
+    client = ClientOptions(url=sim.url, username="demo", password="demo", timeout=5.0, verify=True,
+                           max_retry_wait=30.0)
+    return PollWorker(Hello(client, log_level="warning", log_format="text"))
+
+
 @pytest.fixture
 def worker(sim: Simulator) -> Iterator[PollWorker]:
-    handle = PollWorker({"url": sim.url, "username": "demo", "password": "demo", "timeout": 5.0},
-                        log_level="warning", log_format="text")
+    handle = start_worker(sim)
     yield handle
     handle.close()
+
+
+def counts_of(outcome: PollOutcome) -> Counts:
+    assert isinstance(outcome.result, Counts), outcome.result
+    return outcome.result
+
+
+def error_of(outcome: PollOutcome) -> PollError:
+    assert isinstance(outcome.result, PollError), outcome.result
+    return outcome.result
 
 
 def test_poll_error_survives_pickling() -> None:
@@ -39,28 +58,61 @@ def test_poll_error_survives_pickling() -> None:
     assert (error.reason, str(error), error.retry_after) == ("http", "rate limited", 30.0)
 
 
+def test_the_password_is_not_in_the_messages_repr() -> None:
+    client = ClientOptions(url="https://cmx", username="api", password="s3cr3t-canary", timeout=5, verify=True,
+                           max_retry_wait=30)
+    assert "s3cr3t-canary" not in repr(Hello(client, "debug", "text"))
+
+
 def test_worker_polls_in_its_own_process(sim: Simulator, worker: PollWorker) -> None:
-    counts, requests = worker.poll(PARAMS)
-    assert isinstance(counts, Counts)
+    outcome = worker.poll(REQUEST)
+    counts = counts_of(outcome)
     assert counts.total == sim.active_counts().total
-    assert dict(counts.by_label["os"]) == sim.active_counts().by_label["os"]
-    assert requests >= counts.total // 500
+    assert {label: dict(values) for label, values in counts.by_label.items()} == sim.active_counts().by_label
+    assert outcome.requests >= counts.total // PAGE
+
+
+def test_the_worker_keeps_the_last_total_so_a_steady_venue_is_polled_with_no_request_past_the_end(
+        sim: Simulator, worker: PollWorker) -> None:
+    total = sim.active_counts().total
+    request = replace(REQUEST, page_size=300)
+    assert total % request.page_size == 0, "the list ends on a page boundary: an empty page follows a full one"
+    pages = total // request.page_size + 1
+    sim.latency = 0.05  # a page is still on its way when the one before it asks ahead, so every ask is sent
+    first, second = worker.poll(request), worker.poll(request)
+    assert counts_of(first).total == counts_of(second).total == total
+    assert first.requests == pages + request.concurrency - 1, "no total yet: one request past the end"
+    assert second.requests == pages, "the worker remembered where the list ends"
+
+
+def test_the_first_poll_is_timed_without_the_workers_start(sim: Simulator) -> None:
+    started = time.monotonic()
+    handle = start_worker(sim)
+    try:
+        first = handle.poll(REQUEST)
+        wall = time.monotonic() - started
+        later = min(handle.poll(REQUEST).duration for _ in range(3))
+    finally:
+        handle.close()
+    assert counts_of(first).total == sim.active_counts().total
+    assert first.duration < wall, "the duration is the worker's own measure"
+    assert first.duration <= 3 * later + 0.05, f"first poll {first.duration:.3f} s, later ones {later:.3f} s"
 
 
 def test_the_serving_process_needs_neither_requests_nor_the_counting_code() -> None:
     """What the worker exists for: the process that answers scrapes carries none of the poll's weight."""
-    heavy = ("requests", "urllib3", "orjson", "exporter.poll", "exporter.client")
-    probe = f"import sys, exporter.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    heavy = ("requests", "urllib3", "orjson", "cmx_connect_exporter.polling.poll", "cmx_connect_exporter.cmx.client",
+             "cmx_connect_exporter.counting.tally")
+    probe = f"import sys, cmx_connect_exporter.cli; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
 
 
 def test_failures_come_back_as_values(sim: Simulator, worker: PollWorker) -> None:
     sim.fault = "status:401"
-    error, requests = worker.poll(PARAMS)
-    assert isinstance(error, PollError)
-    assert error.reason == "auth"
-    assert 1 <= requests <= PARAMS.concurrency, "no retries on 401; at most the pages already in flight"
+    outcome = worker.poll(REQUEST)
+    assert error_of(outcome).reason == "auth"
+    assert 1 <= outcome.requests <= REQUEST.concurrency, "no retries on 401; at most the pages already in flight"
 
 
 def _wait_until_dead(pid: int) -> None:
@@ -76,24 +128,34 @@ def test_a_worker_dead_between_polls_fails_one_poll_as_internal_and_is_replaced(
     dead = worker.pid
     os.kill(dead, signal.SIGKILL)
     _wait_until_dead(dead)
-    error, requests = worker.poll(PARAMS)
-    assert isinstance(error, PollError) and (error.reason, requests) == ("internal", 0)
-    assert str(error) == "the poll worker died (exit code -9); it was replaced"
+    outcome = worker.poll(REQUEST)
+    assert (error_of(outcome).reason, outcome.requests) == ("internal", 0)
+    assert str(outcome.result) == "the poll worker died (exit code -9); it was replaced"
     assert worker.pid != dead
-    counts, _ = worker.poll(PARAMS)
-    assert isinstance(counts, Counts) and counts.total == sim.active_counts().total
+    assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
+
+
+def test_a_worker_killed_mid_poll_fails_that_poll_as_internal_and_is_replaced(sim: Simulator,
+                                                                             worker: PollWorker) -> None:
+    sim.latency = 0.2  # five pages: a second of polling to kill it in
+    dying = worker.pid
+    threading.Timer(0.3, os.kill, (dying, signal.SIGKILL)).start()
+    outcome = worker.poll(REQUEST)
+    assert error_of(outcome).reason == "internal"
+    sim.latency = 0
+    assert worker.pid != dying
+    assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
 
 
 def test_a_stopped_worker_is_killed_at_the_poll_deadline_and_replaced(sim: Simulator, worker: PollWorker) -> None:
     stopped = worker.pid
     os.kill(stopped, signal.SIGSTOP)
     started = time.monotonic()
-    error, _ = worker.poll(PollParams(page_size=500, max_pages=100, max_label_values=50, concurrency=1,
+    outcome = worker.poll(PollRequest(page_size=PAGE, max_pages=100, max_label_values=50, concurrency=1,
                                       poll_timeout=1))
     waited = time.monotonic() - started
-    assert isinstance(error, PollError) and error.reason == "timeout"
-    assert "did not end within 1 s (CMX_POLL_TIMEOUT)" in str(error)
+    assert error_of(outcome).reason == "timeout"
+    assert "did not end within 1 s (CMX_POLL_TIMEOUT)" in str(outcome.result)
     assert 1 <= waited < 1 + WORKER_GRACE + 1, "noticed at the deadline, not before, not long after"
     assert worker.pid != stopped and not Path(f"/proc/{stopped}").exists()
-    counts, _ = worker.poll(PARAMS)
-    assert isinstance(counts, Counts) and counts.total == sim.active_counts().total
+    assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total

@@ -46,7 +46,7 @@ def test_simulator_and_exporter_are_built_from_the_root_dockerfile(service):
 
 
 def test_the_simulator_runs_the_simulator_module():
-    assert SERVICES["simulator"]["entrypoint"] == ["python", "-m", "exporter.simulator"]
+    assert SERVICES["simulator"]["entrypoint"] == ["python", "-m", "cmx_simulator"]
 
 
 def test_every_bind_mount_and_secret_file_exists():
@@ -91,6 +91,6 @@ def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard():
 
 def test_the_simulator_accepts_the_compose_command():
     # argparse checks every argument before it reaches the final --help, which then exits 0.
-    command = [sys.executable, "-m", "exporter.simulator", *SERVICES["simulator"]["command"], "--help"]
+    command = [sys.executable, "-m", "cmx_simulator", *SERVICES["simulator"]["command"], "--help"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

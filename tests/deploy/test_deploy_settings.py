@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from exporter.settings import Settings, SettingsError, env_name, load_settings
+from cmx_connect_exporter.settings import Settings, SettingsError, env_name, load_settings
 
 from .manifests import exporter_containers
 from .support import DEPLOY, load_yaml

@@ -112,11 +112,11 @@ def stack(tmp_path_factory):
     environment = {name: value for name, value in os.environ.items() if not name.startswith("CMX_")}
     # Started in this order, each once the one before is ready.
     services = [
-        ("simulator", [sys.executable, "-m", "exporter.simulator", "--host", "127.0.0.1",
+        ("simulator", [sys.executable, "-m", "cmx_simulator", "--host", "127.0.0.1",
                        "--port", str(simulator_port), "--sessions", "3000", "--seed", "1",
                        "--username", "demo", "--password", "demo"],
          lambda: port_open(simulator_port)),
-        ("exporter", [sys.executable, "-m", "exporter", "--url", f"http://127.0.0.1:{simulator_port}",
+        ("exporter", [sys.executable, "-m", "cmx_connect_exporter", "--url", f"http://127.0.0.1:{simulator_port}",
                       "--username", "demo", "--password", "demo", "--listen-address", exporter_address,
                       "--poll-interval", "1"],
          lambda: http_ok(f"http://{exporter_address}/healthz")),

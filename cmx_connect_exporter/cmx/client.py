@@ -6,11 +6,8 @@ field, header or credential can reach a log line through them.
 
 from __future__ import annotations
 
-import io
 import logging
-import socket
 import threading
-import time
 from collections.abc import Callable
 from http.client import RemoteDisconnected
 from typing import Any
@@ -18,14 +15,12 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError, ResponseError
 from urllib3.util.retry import Retry
 
-from exporter.outcome import PollError
+from cmx_connect_exporter.cmx.deadline import DeadlineAdapter
+from cmx_connect_exporter.outcome import PollError
 
 log = logging.getLogger(__name__)
 
@@ -36,75 +31,6 @@ BACKOFF_FACTOR = 0.5
 BACKOFF_MAX = 5.0
 READ_CHUNK = 256 * 1024
 MAX_RETRY_AFTER_LENGTH = 32  # longer is no date and no sane number of seconds; int() of 5000 digits even fails
-
-
-class _DeadlineReader:
-    """A socket whose reads share one deadline: each waits no longer than the time left.
-
-    http.client applies the read timeout to each read alone, so a server that sends a byte a
-    second, in the status line, the headers or the body, would hold a request forever.
-    """
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._sock = sock
-        self._deadline = deadline
-        self._timeout = sock.gettimeout()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-    def makefile(self, mode: str = "rb", *_: Any, **__: Any) -> io.BufferedReader:
-        """The reader http.client reads the answer from, with every read through ``recv_into``."""
-        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does; close() takes it back
-        return io.BufferedReader(socket.SocketIO(self, "rb"))  # type: ignore[arg-type]
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the answer took longer than the read timeout")
-        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
-        return self._sock.recv_into(buffer, nbytes, flags)
-
-
-class _AnswerDeadline:
-    """A connection whose whole answer, status line to last byte of body, must come within the read timeout."""
-
-    sock: Any
-    timeout: Any
-
-    def getresponse(self) -> Any:
-        sock = self.sock
-        if isinstance(self.timeout, int | float):  # urllib3 has just set it to the read timeout
-            self.sock = _DeadlineReader(sock, time.monotonic() + self.timeout)
-        try:
-            return super().getresponse()  # type: ignore[misc]
-        finally:
-            if isinstance(self.sock, _DeadlineReader):  # else http.client closed the connection
-                self.sock = sock
-
-
-class _HTTPConnection(_AnswerDeadline, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_AnswerDeadline, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter, over connections that keep the answer's deadline."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 def _closed_before_answer(error: Exception | None) -> bool:
@@ -201,8 +127,8 @@ class CmxClient:
         )
         retry.on_retry, retry.max_wait = self._count_request, max_retry_wait
         session = _Session()
-        session.mount("http://", _Adapter(max_retries=retry, pool_maxsize=8))
-        session.mount("https://", _Adapter(max_retries=retry, pool_maxsize=8))
+        session.mount("http://", DeadlineAdapter(max_retries=retry, pool_maxsize=8))
+        session.mount("https://", DeadlineAdapter(max_retries=retry, pool_maxsize=8))
         if username is not None:  # as UTF-8 bytes (RFC 7617); requests would encode str as Latin-1 or fail
             session.auth = HTTPBasicAuth(username.encode(), (password or "").encode())
         session.verify = verify

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from exporter.webconfig import load_web_config
+from cmx_connect_exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 ENV_PREFIX = "CMX_"
 DEFAULT_PORT = 10180
@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log format")
     demo: bool = Field(False, description="poll a built-in CMX simulator instead of a real server")
+    _web_config: WebConfig = PrivateAttr()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -100,12 +101,6 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
-    @field_validator("web_config_file")
-    @classmethod
-    def _check_web_config(cls, value: Path | None) -> Path | None:
-        load_web_config(value)  # its WebConfigError is a ValueError that says what is wrong
-        return value
-
     @field_validator("ca_bundle", "password_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
@@ -125,7 +120,15 @@ class Settings(BaseSettings):
             raise _FieldError("stale_after", "must be at least CMX_POLL_INTERVAL, or counts would vanish between polls")
         if self.insecure_skip_verify and self.ca_bundle is not None:
             raise _FieldError("insecure_skip_verify", "cannot be used together with CMX_CA_BUNDLE")
+        try:  # read and checked here, once; the exporter uses what was read
+            self._web_config = load_web_config(self.web_config_file)
+        except WebConfigError as exc:
+            raise _FieldError("web_config_file", str(exc)) from None
         return self
+
+    @property
+    def web_config(self) -> WebConfig:
+        return self._web_config
 
     @property
     def stale_after_seconds(self) -> float:

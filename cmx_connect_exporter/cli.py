@@ -10,15 +10,15 @@ from contextlib import ExitStack
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
-from exporter.logs import setup_logging
-from exporter.scheduler import Poller, start_scheduler
-from exporter.server import make_app, serve
-from exporter.settings import Settings, SettingsError, load_settings
-from exporter.snapshot import State
-from exporter.webconfig import load_web_config
-from exporter.worker import PollWorker
+from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.logs import setup_logging
+from cmx_connect_exporter.polling.handle import PollWorker
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello
+from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
+from cmx_connect_exporter.settings import Settings, SettingsError, load_settings
+from cmx_connect_exporter.web.server import make_app, serve
 
-log = logging.getLogger("exporter")
+log = logging.getLogger("cmx_connect_exporter")
 
 DEMO_CREDENTIALS = ("demo", "demo")
 
@@ -35,7 +35,7 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
     with ExitStack() as cleanup:
         url, username = settings.url, settings.username
         if settings.demo:
-            from exporter.simulator import Simulator
+            from cmx_simulator import Simulator
 
             username, password = DEMO_CREDENTIALS
             simulator = Simulator(username=username, password=password).start()
@@ -48,9 +48,9 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
         verify: bool | str = (False if settings.insecure_skip_verify
                               else str(settings.ca_bundle) if settings.ca_bundle else True)
         assert url is not None  # the settings model requires it outside demo mode
-        client_options = {"url": url, "username": username, "password": password, "timeout": settings.timeout,
-                          "verify": verify, "max_retry_wait": min(30.0, settings.poll_interval / 2)}
-        worker = PollWorker(client_options, settings.log_level, settings.log_format)
+        client = ClientOptions(url=url, username=username, password=password, timeout=settings.timeout,
+                               verify=verify, max_retry_wait=min(30.0, settings.poll_interval / 2))
+        worker = PollWorker(Hello(client, settings.log_level, settings.log_format))
         cleanup.callback(worker.close)
 
         state = State(settings.stale_after_seconds, exporter_version())
@@ -58,7 +58,7 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
         cleanup.callback(scheduler.shutdown, wait=False)
 
         host, port = settings.listen
-        web = load_web_config(settings.web_config_file)
+        web = settings.web_config
         app = web.protect(make_app(state, healthy=lambda: scheduler.running))
         try:
             server = serve(app, host, port, web.ssl_context)

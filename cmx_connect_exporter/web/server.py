@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from exporter.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import State
 
 log = logging.getLogger(__name__)
 

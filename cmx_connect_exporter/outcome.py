@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-LABELS = ("authtype", "os", "device", "language")
-
 # "internal" is the exporter's own failure (a bug, a poll worker that died), never CMX's.
 Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination", "internal"]
 REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination", "internal")

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.outcome import PollError
-from exporter.settings import Settings
-from exporter.snapshot import State
-from exporter.worker import Outcome, PollParams, WorkerClosed
+from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.polling.handle import WorkerClosed
+from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest
+from cmx_connect_exporter.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ MAX_DEFERRAL = 3600.0  # the longest Retry-After that postpones polling
 class Poller:
     """Runs one poll and publishes what it found; never raises, so the schedule never dies."""
 
-    def __init__(self, poll: Callable[[PollParams], Outcome], settings: Settings, state: State) -> None:
+    def __init__(self, poll: Callable[[PollRequest], PollOutcome], settings: Settings, state: State) -> None:
         self._poll = poll
         self._settings = settings
         self._state = state
@@ -32,30 +33,27 @@ class Poller:
         if time.monotonic() < self._not_before:
             log.info("poll skipped: CMX asked to wait (Retry-After)")
             return
-        last = self._state.snapshot.counts
-        started = time.monotonic()
         try:
-            outcome, requests = self._poll(PollParams(
+            outcome = self._poll(PollRequest(
                 page_size=self._settings.page_size,
                 max_pages=self._settings.max_pages,
                 max_label_values=self._settings.max_label_values,
                 concurrency=self._settings.concurrency,
                 poll_timeout=self._settings.poll_timeout_seconds,
-                expected_sessions=last.total if last else 0,
             ))
         except WorkerClosed:
             return
-        duration = time.monotonic() - started
-        if isinstance(outcome, PollError):
-            self._state.record_failure(outcome, requests)
-            if outcome.retry_after:  # capped: a wild Retry-After must not stop polling for good
-                self._not_before = time.monotonic() + min(outcome.retry_after, MAX_DEFERRAL)
-            log.warning("poll failed: %s", outcome)
+        result = outcome.result
+        if isinstance(result, PollError):
+            self._state.record_failure(result, outcome.requests)
+            if result.retry_after:  # capped: a wild Retry-After must not stop polling for good
+                self._not_before = time.monotonic() + min(result.retry_after, MAX_DEFERRAL)
+            log.warning("poll failed: %s", result)
             return
         was_up = self._state.snapshot.up
-        self._state.record_success(outcome, duration, requests)
+        self._state.record_success(result, outcome.duration, outcome.requests)
         log.log(logging.DEBUG if was_up else logging.INFO,
-                "poll complete: %d active sessions in %.2f s", outcome.total, duration)
+                "poll complete: %d active sessions in %.2f s", result.total, outcome.duration)
 
 
 def start_scheduler(poller: Poller, interval: float) -> BackgroundScheduler:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: the settings import this module, and need not load the server
-    from exporter.server import StartResponse, WSGIApp
+    from cmx_connect_exporter.web.server import StartResponse, WSGIApp
 
 OPEN_PATHS = frozenset({"/healthz"})
 CHALLENGE = 'Basic realm="cmx-connect-exporter", charset="UTF-8"'

@@ -7,7 +7,7 @@ deliberately messy (padding, ``null``, missing and alternate keys, over-long val
 each session remembers the canonical label values it meant, so :meth:`Simulator.active_counts`
 is independent ground truth. Nothing here imports the exporter.
 
-Run it alone with ``python -m exporter.simulator --port 18443``.
+Run it alone with ``python -m cmx_simulator --port 18443``.
 """
 
 from __future__ import annotations
@@ -1055,7 +1055,7 @@ class _Server(ThreadingHTTPServer):
 def main(argv: list[str] | None = None) -> None:
     """Run the simulator until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m exporter.simulator", description="Run a CMX Connect API simulator."
+        prog="python -m cmx_simulator", description="Run a CMX Connect API simulator."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=18443, help="port to listen on (default 18443)")
@@ -1094,7 +1094,3 @@ def main(argv: list[str] | None = None) -> None:
     log.info("CMX Connect simulator serving %d sessions at %s%s", args.sessions, sim.url, CLIENTS_PATH)
     done.wait()
     sim.stop()
-
-
-if __name__ == "__main__":
-    main()

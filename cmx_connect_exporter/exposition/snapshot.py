@@ -18,9 +18,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.outcome import LABELS, REASONS, Counts, PollError
-
-CACHED = "from the last completed poll of CMX, cached between scrapes"
+from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, DIMENSIONS
+from cmx_connect_exporter.exposition.names import (
+    BUILD_INFO,
+    LAST_SUCCESS,
+    POLL_DURATION,
+    POLL_ERRORS,
+    POLL_REQUESTS,
+    UP,
+)
+from cmx_connect_exporter.outcome import REASONS, Counts, PollError
 
 
 def _zero_errors() -> Mapping[str, int]:
@@ -56,35 +63,29 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        yield GaugeMetricFamily("cmx_connect_up", "1 if the last poll of CMX completed, else 0.",
-                                value=int(snap.up))
+        yield GaugeMetricFamily(UP.name, UP.help, value=int(snap.up))
         if (counts := snap.fresh_counts(self._clock(), self._stale_after)) is not None:
             yield from _session_families(counts)
         if snap.last_success is not None:
-            yield GaugeMetricFamily("cmx_connect_last_success_timestamp_seconds",
-                                    "Unix time of the last completed poll.", value=snap.last_success)
+            yield GaugeMetricFamily(LAST_SUCCESS.name, LAST_SUCCESS.help, value=snap.last_success)
         if snap.poll_duration is not None:
-            yield GaugeMetricFamily("cmx_connect_poll_duration_seconds",
-                                    "How long the last completed poll took.", value=snap.poll_duration)
+            yield GaugeMetricFamily(POLL_DURATION.name, POLL_DURATION.help, value=snap.poll_duration)
         if snap.poll_requests is not None:
-            yield GaugeMetricFamily("cmx_connect_poll_requests",
-                                    "HTTP requests the last poll made, retries included.", value=snap.poll_requests)
-        errors = CounterMetricFamily("cmx_connect_poll_errors", "Failed polls of CMX, by reason.", labels=["reason"])
+            yield GaugeMetricFamily(POLL_REQUESTS.name, POLL_REQUESTS.help, value=snap.poll_requests)
+        errors = CounterMetricFamily(POLL_ERRORS.name, POLL_ERRORS.help, labels=["reason"])
         for reason, count in snap.errors.items():
             errors.add_metric([reason], count)
         yield errors
-        info = GaugeMetricFamily("cmx_connect_exporter_build_info", "Version of the exporter; always 1.",
-                                 labels=["version"])
+        info = GaugeMetricFamily(BUILD_INFO.name, BUILD_INFO.help, labels=["version"])
         info.add_metric([self._version], 1)
         yield info
 
 
 def _session_families(counts: Counts) -> Iterator[Metric]:
-    yield GaugeMetricFamily("cmx_connect_active_sessions", f"Active guest sessions, {CACHED}.", value=counts.total)
-    for label in LABELS:
-        family = GaugeMetricFamily(f"cmx_connect_active_sessions_by_{label}",
-                                   f"Active guest sessions by {label}, {CACHED}.", labels=[label])
-        for value, count in sorted(counts.by_label[label].items()):
+    yield GaugeMetricFamily(ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, value=counts.total)
+    for dimension in DIMENSIONS:
+        family = GaugeMetricFamily(dimension.metric, dimension.help, labels=[dimension.label])
+        for value, count in sorted(counts.by_label[dimension.label].items()):
             family.add_metric([value], count)
         yield family
 

@@ -1,0 +1,1 @@
+"""Talking to CMX Connect: the HTTP client, the wire format of a page, and the walk over pages."""

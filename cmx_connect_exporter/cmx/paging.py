@@ -1,0 +1,110 @@
+"""The walk over pages: in index order, as far as the pages say, with up to N requests in flight.
+
+The list moves while we page (new logins push records down), so pages may overlap; the fold
+that counts them keeps each session once, and tells the walk how many were new. No single field
+is trusted to stop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from cmx_connect_exporter.cmx.wire import Body, Page, parse_page
+from cmx_connect_exporter.outcome import PollError
+
+FetchBody = Callable[[int, int], Body]
+FetchPage = Callable[[int, int], Page]
+Fold = Callable[[list[Any]], int]  # counts a page's records; returns how many sessions were new
+
+
+class _Prefetcher:
+    """Keeps the next ``depth - 1`` full pages in flight while the walk counts one.
+
+    Pages are still read, checked and counted in index order by the caller; only
+    the waiting overlaps. The next request goes out as soon as a page is decoded
+    and found full, before it is counted. A short page ends the walk, so at most
+    ``depth - 1`` requests ever go past the end. While the walk has not passed the
+    page where the last poll's walk ended, it asks no further: a venue whose size
+    has not changed across a page boundary is polled with no request past the end.
+    """
+
+    def __init__(self, fetch_body: FetchBody, depth: int, pool: ThreadPoolExecutor, expected_sessions: int) -> None:
+        self._fetch = fetch_body
+        self._depth = depth
+        self._pool = pool
+        self._expected = expected_sessions
+        self._in_flight: dict[int, Future[Body]] = {}
+
+    def __call__(self, index: int, count: int) -> Page:
+        self._ask_ahead(index, count)
+        page = parse_page(self._in_flight.pop(index).result(), index)
+        if len(page.records) == count:  # the walk goes on at index + count, whatever nextIndex says
+            self._ask_ahead(index + count, count)
+        return page
+
+    def _ask_ahead(self, index: int, count: int) -> None:
+        """Have the pages from ``index`` on in flight, as deep as allowed; cancel any others."""
+        depth = self._depth
+        if self._expected:  # 0 tells nothing: no poll yet, or an empty venue
+            expected_end = self._expected // count * count
+            if index <= expected_end:
+                depth = min(depth, (expected_end - index) // count + 1)
+        wanted = {index + k * count for k in range(depth)}
+        for stale in self._in_flight.keys() - wanted:  # the walk moved off the expected indexes
+            self._in_flight.pop(stale).cancel()
+        for ahead in sorted(wanted - self._in_flight.keys()):
+            self._in_flight[ahead] = self._pool.submit(self._fetch, ahead, count)
+
+
+@contextmanager
+def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int) -> Iterator[FetchPage]:
+    if concurrency <= 1:
+        yield lambda index, count: parse_page(fetch_body(index, count), index)
+        return
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page")
+    try:
+        yield _Prefetcher(fetch_body, concurrency, pool, expected_sessions)
+    finally:  # requests already sent finish before the poll ends, so polls never overlap
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def walk(fetch_body: FetchBody, fold: Fold, *, page_size: int, max_pages: int, concurrency: int = 1,
+         expected_sessions: int = 0, poll_timeout: float | None = None) -> None:
+    """Hand every page to ``fold``, in index order. Raises PollError.
+
+    ``expected_sessions`` (the last poll's total) tells concurrent fetching where the list
+    probably ends. Past ``poll_timeout`` seconds no further page is asked for: each page
+    answers in time, but pages without end would not.
+    """
+    deadline = time.monotonic() + poll_timeout if poll_timeout is not None else None
+    with _page_source(fetch_body, concurrency, expected_sessions) as get_page:
+        index = 0
+        for _ in range(max_pages):  # the page is never named here, so it is freed before the next is decoded
+            if deadline is not None and time.monotonic() > deadline:
+                raise PollError("timeout", f"the poll did not end within {poll_timeout:g} s (CMX_POLL_TIMEOUT) "
+                                           f"with {index} records read")
+            received, more = _fold_page(fold, get_page(index, page_size), index, page_size)
+            index += received
+            if not more:
+                return
+    raise PollError("pagination", f"more than {max_pages} pages; raise CMX_MAX_PAGES if CMX really "
+                                  "holds that many sessions")
+
+
+def _fold_page(fold: Fold, page: Page, index: int, page_size: int) -> tuple[int, bool]:
+    """Check and count one page; returns its record count and whether more may follow."""
+    received = len(page.records)
+    if received > page_size:
+        raise PollError("bad_response", f"page at index {index} holds {received} records, "
+                                        f"more than the {page_size} asked for")
+    if received and not fold(page.records):
+        raise PollError("pagination", f"page at index {index} holds only sessions already counted; "
+                                      "the server seems to ignore 'index'")
+    following = page.next_index
+    if following and following < index:  # equal is not backwards: an empty last page may name itself
+        raise PollError("pagination", f"nextIndex went backwards ({following} after index {index})")
+    return received, received == page_size or (received > 0 and following is not None and following > index)

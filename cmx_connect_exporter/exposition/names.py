@@ -1,0 +1,22 @@
+"""The exporter's own metric names and HELP texts, defined once; the session families are in the catalogue.
+
+The collector, the dashboard builder and the tests read them from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MetricName:
+    name: str  # a counter's without ``_total``, as prometheus_client takes it
+    help: str
+
+
+UP = MetricName("cmx_connect_up", "1 if the last poll of CMX completed, else 0.")
+LAST_SUCCESS = MetricName("cmx_connect_last_success_timestamp_seconds", "Unix time of the last completed poll.")
+POLL_DURATION = MetricName("cmx_connect_poll_duration_seconds", "How long the last completed poll took.")
+POLL_REQUESTS = MetricName("cmx_connect_poll_requests", "HTTP requests the last poll made, retries included.")
+POLL_ERRORS = MetricName("cmx_connect_poll_errors", "Failed polls of CMX, by reason.")
+BUILD_INFO = MetricName("cmx_connect_exporter_build_info", "Version of the exporter; always 1.")

@@ -1,0 +1,59 @@
+"""What the parent and its poll worker say to each other, typed; each message is a pickle.
+
+The serving process imports this and nothing heavier: no requests, no orjson, no counting code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from dataclasses import dataclass, field
+
+from cmx_connect_exporter.outcome import Counts, PollError
+
+# Each answer is framed by its size, so the parent can read it against a deadline.
+SIZE = struct.Struct("!I")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How the worker's client talks to CMX. The password crosses the pipe in here, never argv or the environment."""
+
+    url: str
+    username: str | None
+    password: str | None = field(repr=False)
+    timeout: float
+    verify: bool | str
+    max_retry_wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message to a new worker."""
+
+    client: ClientOptions
+    log_level: str
+    log_format: str
+
+
+@dataclass(frozen=True, slots=True)
+class PollRequest:
+    page_size: int
+    max_pages: int
+    max_label_values: int
+    concurrency: int
+    poll_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What one poll found, the HTTP requests it made, and how long it took in the worker (never its start)."""
+
+    result: Counts | PollError
+    requests: int
+    duration: float
+
+
+def framed(outcome: PollOutcome) -> bytes:
+    reply = pickle.dumps(outcome)
+    return SIZE.pack(len(reply)) + reply
