@@ -7,8 +7,9 @@ For each size N and page latency it starts the simulator with N active sessions,
 - the floor: a minimal loop of requests and json that fetches every page in turn and counts four fields;
 - the exporter, as its own process: poll wall time, peak RSS (VmHWM), requests per poll, and the
   p50/p99 latency of /metrics under 20 concurrent scrapers, during polls and between them.
-  A poll's time is the median of the polls after the first; the first poll also waits for the poll
-  worker to start and has no last total to size its work by, so it is given apart.
+  A poll's time is the median of the polls after the first; the first poll, timed like the others
+  by the poll worker itself (never its start), has no last total to size its work by, so it is
+  given apart.
 Every figure is also given as a ratio to the floor measured in the same run. Counts are checked
 too: the exporter's totals must equal N, and sequential and concurrent polls must agree exactly.
 """
@@ -38,14 +39,17 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from cmx_connect_exporter.cmx.client import CLIENTS_PATH as CLIENTS
+from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, AUTHTYPE, DEVICE, LANGUAGE, OS
+from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_REQUESTS
+
 HERE = Path(__file__).resolve().parent
-CLIENTS = "/api/connect/v1/clients"
 AUTH = ("demo", "demo")
-FIELDS = ("authType", "operationSystem", "device", "language")
+FIELDS = tuple(dimension.keys[0] for dimension in (AUTHTYPE, OS, DEVICE, LANGUAGE))  # the floor's four, fixed
 SCRAPERS = 20
 SCRAPE_PAUSE = 0.05  # each scraper waits 0 to 2x this between scrapes, at random: 400 scrapes/s in all
-_LAST_SUCCESS = re.compile(rb"^cmx_connect_last_success_timestamp_seconds (\S+)$", re.M)
-_DURATION = re.compile(rb"^cmx_connect_poll_duration_seconds (\S+)$", re.M)
+_LAST_SUCCESS = re.compile(rb"^" + LAST_SUCCESS.name.encode() + rb" (\S+)$", re.M)
+_DURATION = re.compile(rb"^" + POLL_DURATION.name.encode() + rb" (\S+)$", re.M)
 
 
 def free_port() -> int:
@@ -181,8 +185,8 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
         proc.wait(30)
     families = list(text_string_to_metric_families(text))
     run.counts = {s.name + json.dumps(s.labels, sort_keys=True): s.value
-                  for fam in families for s in fam.samples if s.name.startswith("cmx_connect_active_sessions")}
-    run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == "cmx_connect_poll_requests"))
+                  for fam in families for s in fam.samples if s.name.startswith(ACTIVE_SESSIONS)}
+    run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == POLL_REQUESTS.name))
     run.first_poll, *run.polls = [end - start for start, end in sorted(quiet)[:polls + 1]]
     for started, latency in samples:
         in_poll = any(start <= started <= end for start, end in windows)
@@ -253,8 +257,8 @@ def measure(sessions: int, latency: float, concurrencies: list[int], floors: int
             # Polls take at most about half the interval, so scrapes land both in polls and between them.
             interval = max(1.0, round(1.6 * floor + 0.5))
             run = exporter_run(url, concurrency=concurrency, interval=interval, polls=polls)
-            if run.counts.get("cmx_connect_active_sessions{}") != sessions:
-                raise SystemExit(f"exporter counted {run.counts.get('cmx_connect_active_sessions{}')} "
+            if (counted := run.counts.get(ACTIVE_SESSIONS + "{}")) != sessions:
+                raise SystemExit(f"exporter counted {counted} "
                                  f"sessions, expected {sessions}")
             if reference is not None and run.counts != reference:
                 raise SystemExit(f"concurrency {concurrency} counted differently from concurrency 1")
@@ -303,8 +307,9 @@ def targets(rows: list[Row]) -> list[str]:
             checks.append((f"peak RSS <= 80 MiB ({where}): {row.run.peak_rss_mib:.1f} MiB",
                            row.run.peak_rss_mib <= 80))
         if row.latency >= 0.02 and row.concurrency == 4:
-            checks.append((f"poll <= 0.35x sequential floor ({where}): {row.run.poll / row.floor:.2f}x",
-                           row.run.poll <= 0.35 * row.floor))
+            for which, took in (("poll", row.run.poll), ("first poll", row.run.first_poll)):
+                checks.append((f"{which} <= 0.35x sequential floor ({where}): {took / row.floor:.2f}x",
+                               took <= 0.35 * row.floor))
         p99 = max(percentile(row.run.scrape_during, 0.99), percentile(row.run.scrape_between, 0.99))
         checks.append((f"/metrics p99 < 10 ms in and between polls ({where}): {1000 * p99:.1f} ms", p99 < 0.010))
     by_config = {(r.latency, r.concurrency, r.sessions): r.run.peak_rss_mib for r in rows}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import requests
 
 from cmx_simulator import Simulator
-from helpers import ExporterProcess, parse_samples, poll_errors, proc_status, session_counts
+from exporter_process import ExporterProcess, parse_samples, poll_errors, proc_status, session_counts
 
 PASSWORD = "soak-canary-pw-2b7d"
 FAULTS = ("plain_text", "html", "truncated", "wrong_shape", "ignore_index", "too_many", "next_backwards", "hang",

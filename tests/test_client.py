@@ -14,7 +14,8 @@ import responses
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.wire import Page, parse_page
 from cmx_connect_exporter.outcome import PollError
-from helpers import ENDPOINT, add_page, envelope, free_port, make_client, record
+from cmx_pages import ENDPOINT, add_page, envelope, make_client, record
+from exporter_process import free_port
 
 
 def fetch(client: CmxClient) -> Page:

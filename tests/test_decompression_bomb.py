@@ -33,7 +33,7 @@ from packaging.requirements import Requirement
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.outcome import PollError
-from helpers import require
+from tool_policy import require
 
 ROOT = Path(__file__).resolve().parents[1]
 BOMB_MIB = 1024  # inflated; as sent, 1 MiB for one layer and 2.5 KiB for two

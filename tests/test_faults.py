@@ -31,18 +31,18 @@ import trustme
 from cmx_connect_exporter.cmx.client import RETRIES
 from cmx_connect_exporter.polling.handle import WORKER_GRACE
 from cmx_simulator import CLIENTS_PATH, ActiveCounts, Simulator
-from helpers import (
+from exporter_process import (
     ExporterProcess,
     Samples,
     children,
     free_port,
     parse_samples,
     poll_errors,
-    require,
     self_signed_certificate,
     session_counts,
     up,
 )
+from tool_policy import require
 
 CANARY = "canary-pw-4f1b9e"  # ASCII, so it would show as itself in a JSON log too
 SESSIONS, SEED, PAGE_SIZE = 300, 5, 50  # 210 active: five pages, the last one short

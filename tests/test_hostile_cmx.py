@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from cmx_simulator import HUGE_LABEL_PAGES, Simulator
-from helpers import ExporterProcess, Samples, children, poll_errors, proc_status, session_counts, up
+from exporter_process import ExporterProcess, Samples, children, poll_errors, proc_status, session_counts, up
 
 SESSIONS = 300
 PAGE_SIZE = 50

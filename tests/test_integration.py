@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from cmx_simulator import Simulator
-from helpers import ExporterProcess, require_tool, session_counts, up
+from exporter_process import ExporterProcess, session_counts, up
+from tool_policy import require_tool
 
 
 @pytest.fixture(scope="module")

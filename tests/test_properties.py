@@ -26,7 +26,8 @@ from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.polling.poll import count_active_sessions
-from helpers import add_page, envelope, make_client, require_tool
+from cmx_pages import add_page, envelope, make_client
+from tool_policy import require_tool
 
 NAME, EMAIL = "Jane Canary-Doe", "jane.canary@example.com"  # in every record; must never show
 DUPLICATE_MACS = ("00:11:22:33:44:55", "00-11-22-33-44-55", "0011.2233.4455", "AA:BB:CC:DD:EE:FF", "aa:bb:cc:dd:ee:ff")

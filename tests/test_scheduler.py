@@ -12,7 +12,7 @@ from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.polling.poll import run_poll
 from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
 from cmx_connect_exporter.settings import Settings
-from helpers import ENDPOINT, add_page, envelope, make_client, record
+from cmx_pages import ENDPOINT, add_page, envelope, make_client, record
 
 
 def poller(state: State, **settings: object) -> Poller:

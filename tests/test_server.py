@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.web.server import make_app, serve
-from helpers import ExporterProcess, up
+from exporter_process import ExporterProcess, up
 
-COUNTS = Counts(total=3, by_label={"authtype": {"SMS": 3}, "os": {"iOS": 3}, "device": {"Mobile": 3},
-                                   "language": {"English": 3}})
+COUNTS = Counts(total=3, by_label={label: {"a value": 3} for label in LABELS})
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_metrics_is_served_with_the_exposition_content_type(served: tuple[str, S
     response = requests.get(url + "/metrics", timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
-    assert 'cmx_connect_active_sessions_by_os{os="iOS"} 3.0' in response.text
+    assert all(f'{d.metric}{{{d.label}="a value"}} 3.0' in response.text for d in DIMENSIONS)
 
 
 def test_landing_page_links_and_shows_the_state(served: tuple[str, State, list[bool]]) -> None:

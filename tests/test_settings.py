@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cmx_connect_exporter.settings import Settings, SettingsError, load_settings, parse_listen_address
-from helpers import console_script
+from exporter_process import console_script
 
 CANARY = "pw-canary-7f3a9"
 

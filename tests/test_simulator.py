@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from cmx_simulator import Simulator
-from helpers import self_signed_certificate
+from exporter_process import self_signed_certificate
 
 CLIENTS = "/api/connect/v1/clients"
 EXPORT = CLIENTS + "/export"

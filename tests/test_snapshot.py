@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 import responses
 
+from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, AUTHTYPE, DIMENSIONS
 from cmx_connect_exporter.exposition.snapshot import State
-from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.outcome import REASONS, PollError
 from cmx_connect_exporter.polling.poll import count_active_sessions
-from helpers import Samples, add_page, make_client, parse_samples, require_tool
+from cmx_pages import add_page, make_client
+from exporter_process import Samples, parse_samples
+from tool_policy import require_tool
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden" / "metrics.prom"
-REASONS = ("auth", "http", "timeout", "connection", "bad_response", "pagination")
-SESSION_METRICS = {"cmx_connect_active_sessions", *(f"cmx_connect_active_sessions_by_{label}"
-                                                     for label in ("authtype", "os", "device", "language"))}
+SESSION_METRICS = {ACTIVE_SESSIONS, *(dimension.metric for dimension in DIMENSIONS)}
 
 
 class Clock:
@@ -63,8 +64,8 @@ def test_golden_counts_match_the_fixtures() -> None:
             records[rec["macAddress"]] = rec
     got = samples(recorded_poll_state(Clock()))
     assert got[("cmx_connect_active_sessions", ())] == len(records) == 7
-    sms = sum(1 for r in records.values() if r["authType"] == "SMS")
-    assert got.get(("cmx_connect_active_sessions_by_authtype", (("authtype", "SMS"),)), 0) == sms
+    sms = sum(1 for r in records.values() if r[AUTHTYPE.keys[0]] == "SMS")
+    assert got.get((AUTHTYPE.metric, ((AUTHTYPE.label, "SMS"),)), 0) == sms
     assert got[("cmx_connect_poll_requests", ())] == 3
 
 

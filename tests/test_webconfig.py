@@ -15,7 +15,7 @@ import trustme
 
 from cmx_connect_exporter.web.webconfig import BasicAuth, WebConfigError, load_web_config
 from cmx_simulator import Simulator
-from helpers import ExporterProcess, session_counts, up
+from exporter_process import ExporterProcess, session_counts, up
 
 USER, PASSWORD = "prometheus", "scrape-pw-Ü-e81c"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: fast tests, same checks

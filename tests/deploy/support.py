@@ -1,13 +1,13 @@
 """Shared by the deploy tests: where the files are, running a tool, reading YAML.
 
-Finding a tool is tests/helpers.py's require_tool, the project's one rule for it."""
+Finding a tool is tests/tool_policy.py's require_tool, the project's one rule for it."""
 
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from helpers import require_tool
+from tool_policy import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

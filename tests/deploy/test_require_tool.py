@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import require_tool
+from tool_policy import require_tool
 
 MISSING = "no-such-tool-cmx-connect"
 

@@ -1,12 +1,9 @@
-"""Shared by the tests: CMX records and pages as real servers send them, and the exporter as a process."""
+"""The exporter as a process, as users run it, and what its scrapes and /proc say."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,76 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-import responses
 from prometheus_client.parser import text_string_to_metric_families
-from responses import matchers
 
-from cmx_connect_exporter.cmx.client import CLIENTS_PATH, CmxClient
 from cmx_connect_exporter.counting.dimensions import LABELS
 from cmx_simulator import ActiveCounts
-
-BASE_URL = "https://cmx.test"
-ENDPOINT = BASE_URL + CLIENTS_PATH
-_macs = itertools.count(0x0200_0000_0000)
-
-
-def record(mac: str | None = None, **fields: Any) -> dict[str, Any]:
-    """A session record; defaults are plausible, any field can be overridden or set to None."""
-    base: dict[str, Any] = {
-        "macAddress": mac or ":".join(f"{next(_macs):012x}"[i:i + 2] for i in range(0, 12, 2)),
-        "authType": "SMS",
-        "operationSystem": "iOS",
-        "device": "Mobile",
-        "language": "English",
-        "state": "ACTIVE",
-        "Name": "Jane Doe",
-        "Email": "jane.doe@example.com",
-    }
-    base.update(fields)
-    return {k: v for k, v in base.items() if v is not ...}
-
-
-def envelope(records: list[Any], next_index: Any = 0, count: int = 1000) -> dict[str, Any]:
-    return {"nextIndex": next_index, "timeZoneOffset": -14400000, "queryRecordCount": count,
-            "timeZone": "Eastern Standard Time", "records": records, "returnRecordCount": len(records)}
-
-
-def add_page(rsps: responses.RequestsMock, index: int, count: int, body: Any, status: int = 200,
-             headers: dict[str, str] | None = None) -> None:
-    """Answer one exact page request; ``body`` is JSON-encoded unless it is already bytes or str."""
-    raw = body if isinstance(body, bytes | str) else json.dumps(body)
-    rsps.get(ENDPOINT, body=raw, status=status, headers=headers,
-             match=[matchers.query_param_matcher({"status": "active", "index": str(index), "count": str(count)})])
-
-
-def make_client(**overrides: Any) -> CmxClient:
-    options: dict[str, Any] = {"username": "api", "password": "s3cr3t-canary", "timeout": 5.0}
-    options.update(overrides)
-    return CmxClient(BASE_URL, **options)
-
-
-def require(available: bool, what: str) -> None:
-    """Skip a test whose tool or privilege is missing, except in CI, where that is a failure."""
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} is required in CI but is missing")
-        pytest.skip(f"{what} is missing")
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip without it, except in CI, where a missing tool is a failure.
-
-    Tools of the ``test`` extra count as installed when pytest runs from the virtualenv
-    without it being activated, as with ``.venv/bin/pytest``.
-    """
-    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    require(path is not None, f"{name} on PATH")
-    assert path is not None
-    return path
+from tool_policy import require_tool
 
 
 def free_port() -> int:

@@ -1,0 +1,79 @@
+"""Session keys, and the salted table that keeps each session once per poll."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
+
+
+def test_session_key_is_an_integer_for_a_mac() -> None:
+    assert session_key({"macAddress": "00:11:22:33:44:55"}) == 0x001122334455
+    assert session_key({"mac": "not-a-mac"}) != session_key({"mac": "not-a-mac-2"})
+    assert session_key({"mac": "not-a-mac"}) >= 1 << 63
+    assert session_key({"macAddress": None}) is None
+
+
+@given(st.lists(st.one_of(st.integers(0, 5), st.integers(0, (1 << 64) - 1)), max_size=20_000))
+@settings(max_examples=30, deadline=None)
+def test_seen_keys_behaves_like_a_set(keys: list[int]) -> None:
+    seen, reference = SeenKeys(), set()
+    for key in keys:
+        assert seen.add(key) == (key not in reference)
+        reference.add(key)
+    assert len(seen) == len(reference)
+
+
+def test_seen_keys_stays_exact_as_it_grows() -> None:
+    rng = random.Random(5)
+    keys = [rng.getrandbits(48) for _ in range(50_000)] * 2
+    seen = SeenKeys()
+    assert len(set(keys)) > 49_000
+    assert sum(seen.add(k) for k in keys) == len(set(keys))
+    assert not any(seen.add(k) for k in keys)
+    assert len(seen) == len(set(keys))
+
+
+def crafted_keys(n: int) -> list[int]:
+    """MACs that all fell in one shard and one first slot of the unsalted table: ``h << 24 | h``, ``h = m << 6``."""
+    return [m << 30 | m << 6 for m in range(n)]
+
+
+def seconds_to_add(keys: list[int], budget: float = math.inf) -> float:
+    """Best of five fills of a fresh SeenKeys; a fill is abandoned past ``budget`` seconds (inf if all are)."""
+    best = math.inf
+    for _ in range(5):
+        seen = SeenKeys()
+        start = time.perf_counter()
+        for chunk in range(0, len(keys), 1000):
+            for key in keys[chunk:chunk + 1000]:
+                seen.add(key)
+            if time.perf_counter() - start > budget:
+                break
+        else:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def test_seen_keys_takes_crafted_keys_as_fast_as_ordinary_ones() -> None:
+    """A server cannot choose MACs that pile up in one place: where a key goes is salted per table."""
+    rng = random.Random(7)
+    ordinary = seconds_to_add([rng.getrandbits(48) for _ in range(20_000)])
+    crafted = seconds_to_add(crafted_keys(20_000), budget=5 * ordinary)
+    assert crafted < 5 * ordinary, f"20,000 crafted keys took over 5x the {ordinary:.3f} s of ordinary ones"
+
+
+def test_seen_keys_holds_crafted_and_extreme_keys_exactly() -> None:
+    keys = [*crafted_keys(5000), 1, (1 << 64) - 1, 1 << 63, (1 << 63) | 1, 1 << 58, 3 << 62]
+    assert keys.count(0) == 1
+    seen = SeenKeys()
+    assert all(seen.add(key) for key in keys)
+    assert not any(seen.add(key) for key in keys), "every duplicate is found"
+    assert len(seen) == len(keys)
+    assert not seen.add(0)
+    assert seen.add(2) and len(seen) == len(keys) + 1

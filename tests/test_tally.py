@@ -1,0 +1,114 @@
+"""Counting records through the catalogue: alternate keys, messy values, caps, bounded memory."""
+
+from __future__ import annotations
+
+import timeit
+import tracemalloc
+from typing import Any
+
+import pytest
+import responses
+
+from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS
+from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, cap_values, normalise
+from cmx_connect_exporter.outcome import PollError
+from cmx_pages import add_page, envelope, poll, record, serve_pages
+
+
+@responses.activate
+def test_record_that_is_not_an_object_is_a_bad_response() -> None:
+    add_page(responses.mock, 0, 10, envelope([record(), "00:11:22:33:44:55"]))
+    with pytest.raises(PollError, match="not a JSON object") as caught:
+        poll(10)
+    assert caught.value.reason == "bad_response"
+    assert "00:11" not in str(caught.value)
+
+
+@responses.activate
+def test_counts_read_alternate_keys_and_messy_values() -> None:
+    page = [
+        record(operationSystem="  Android \t"),
+        record(operationSystem=..., os="Android"),
+        record(operationSystem=..., operatingSystem="Mac  OS\nX"),
+        record(authType=..., authtype="social", language=None),
+        record(device=12, language=["en"], authType={"x": 1}),
+        record(operationSystem="   "),
+    ]
+    serve_pages(responses.mock, [page], 10)
+    counts = poll(10)
+    assert counts.total == 6
+    assert counts.by_label[OS.label] == {"Android": 2, "Mac OS X": 1, "iOS": 2, "unknown": 1}
+    assert counts.by_label[AUTHTYPE.label] == {"SMS": 4, "social": 1, "unknown": 1}
+    assert counts.by_label[DEVICE.label] == {"Mobile": 5, "12": 1}
+    assert counts.by_label[LANGUAGE.label] == {"English": 4, "unknown": 2}
+    for values in counts.by_label.values():
+        assert sum(values.values()) == counts.total
+
+
+@responses.activate
+def test_label_values_are_capped_with_other() -> None:
+    page = [record(device=f"Model {i % 7}") for i in range(70)] + [record(device="Model 0") for _ in range(5)]
+    serve_pages(responses.mock, [page], 100)
+    counts = poll(100, max_label_values=3)
+    device = counts.by_label[DEVICE.label]
+    assert device == {"Model 0": 15, "Model 1": 10, "other": 50}
+    assert sum(device.values()) == counts.total == 75
+
+
+@pytest.mark.parametrize(("raw", "label"), [
+    ("  iOS  ", "iOS"),
+    ("Mac \t\n OS   X", "Mac OS X"),
+    ("ANDROID", "ANDROID"),
+    ("", "unknown"),
+    ("\u00a0\u2003", "unknown"),
+    (None, "unknown"),
+    (True, "unknown"),
+    ({"name": "x"}, "unknown"),
+    ([1, 2], "unknown"),
+    (42, "42"),
+    (1.5, "1.5"),
+    ("a\x00b\x1bc", "abc"),
+    ("x" * 100, "x" * 64),
+    ("y" * 63 + " tail", "y" * 63),
+    ("bad \ud800 surrogate", "bad ? surrogate"),
+    ('quote " back \\ brace {}', 'quote " back \\ brace {}'),
+])
+def test_normalise(raw: Any, label: str) -> None:
+    assert normalise(raw) == label
+
+
+def test_normalise_reads_a_huge_value_no_further_than_its_start() -> None:
+    huge = "Mac \t OS\x00 X " * (1 << 20)  # 12 MiB
+    start = huge[:1000]
+    tracemalloc.start()
+    try:
+        label = normalise(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert label == normalise(start) == "Mac OS X " * 7 + "M"
+    assert peak < 64 << 10, "no copy of the value is made"
+    huge_time, start_time = (min(timeit.repeat(lambda v=v: normalise(v), number=10, repeat=5)) for v in (huge, start))
+    assert huge_time < 20 * start_time
+
+
+def test_tally_keeps_no_long_label_value() -> None:
+    """A server sending huge distinct values must not grow the poll's memory by them."""
+    tally = Tally()
+    tracemalloc.start()
+    try:
+        for page in range(4):
+            tally.add_page([record(**{d.keys[0]: f"{page} {d.label} " + "x" * (3 << 20) for d in DIMENSIONS})])
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20, f"{kept / (1 << 20):.1f} MiB kept after 4 pages of four 3 MiB values"
+    counts = tally.counts(max_label_values=50)
+    assert counts.total == 4
+    assert all(len(value) == MAX_VALUE_LENGTH for values in counts.by_label.values() for value in values)
+
+
+def test_cap_values_keeps_the_most_frequent_and_breaks_ties_by_name() -> None:
+    assert cap_values({"a": 1, "b": 1, "c": 1, "d": 5}, 3) == {"d": 5, "a": 1, "other": 2}
+    assert cap_values({"a": 3, "other": 4, "b": 2, "c": 1}, 3) == {"a": 3, "b": 2, "other": 5}
+    assert cap_values({"a": 1, "b": 2}, 2) == {"a": 1, "b": 2}
