@@ -19,6 +19,7 @@ from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.polling.handle import WORKER_GRACE, PollWorker
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
 from cmx_simulator import Simulator
+from exporter_process import ExporterProcess, children, poll_errors, up
 
 PAGE = 500
 REQUEST = PollRequest(page_size=PAGE, max_pages=100, max_label_values=50, concurrency=2, poll_timeout=30)
@@ -159,3 +160,14 @@ def test_a_stopped_worker_is_killed_at_the_poll_deadline_and_replaced(sim: Simul
     assert 1 <= waited < 1 + WORKER_GRACE + 1, "noticed at the deadline, not before, not long after"
     assert worker.pid != stopped and not Path(f"/proc/{stopped}").exists()
     assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
+
+
+def test_the_worker_does_not_inherit_the_password_from_the_environment(sim: Simulator) -> None:
+    """It gets the password over its pipe; /proc/PID/environ of the worker must not hold it too."""
+    canary = "env-canary-93b1"
+    with ExporterProcess("--url", sim.url, "--username", "demo", "--poll-interval", "60",
+                         env={"CMX_PASSWORD": canary}) as exporter:
+        exporter.wait_for(lambda s: poll_errors(s)["auth"] >= 1 or up(s))
+        (worker_pid,) = children(exporter.pid)
+        environment = Path(f"/proc/{worker_pid}/environ").read_bytes()
+    assert b"CMX_PASSWORD" not in environment and canary.encode() not in environment

@@ -14,6 +14,7 @@ import time
 
 from cmx_connect_exporter.outcome import PollError
 from cmx_connect_exporter.polling.messages import SIZE, Hello, PollOutcome, PollRequest
+from cmx_connect_exporter.settings import env_name
 
 WORKER_MODULE = "cmx_connect_exporter.polling.worker"
 # How long past the poll's deadline the parent waits for the worker, which ends its own walk at the
@@ -27,6 +28,12 @@ WORKER_GRACE = 1.0
 # (several MiB) is mapped and faulted in anew for every page, which made decoding 2.2 times slower.
 # Other C libraries ignore it.
 MALLOC_TUNING = {"MALLOC_ARENA_MAX": "1"}
+
+
+def _worker_environment() -> dict[str, str]:
+    """The exporter's environment without CMX_PASSWORD: the worker gets the password over its pipe, and
+    anything that can read a process's environment (/proc/PID/environ) need not find it twice."""
+    return {**{name: value for name, value in os.environ.items() if name != env_name("password")}, **MALLOC_TUNING}
 
 
 class WorkerClosed(Exception):
@@ -48,7 +55,7 @@ class PollWorker:
     def _start(self) -> None:
         # -P: the worker imports the installed package, never a checkout in the current directory
         self._process = subprocess.Popen([sys.executable, "-P", "-m", WORKER_MODULE],
-                                         env={**os.environ, **MALLOC_TUNING}, bufsize=0,
+                                         env=_worker_environment(), bufsize=0,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._send(self._hello)
 
