@@ -5,13 +5,15 @@ import runpy
 
 import pytest
 
+from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
+from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_ERRORS, POLL_REQUESTS, UP
+
 from . import dashboard as board
 from .support import GRAFANA
 
 DASHBOARD = board.load()
 PANELS = [panel for panel in board.panels(DASHBOARD) if panel["type"] != "row"]
 TARGETS = board.targets(DASHBOARD)
-SPLITS = ["authtype", "os", "device", "language"]
 
 
 def exprs_of(panel_type):
@@ -70,13 +72,13 @@ def test_rate_and_increase_use_grafana_s_intervals(title, target):
 
 
 def test_active_sessions_now_and_over_time():
-    assert any("cmx_connect_active_sessions{" in expr for expr in exprs_of("stat"))
-    assert any("cmx_connect_active_sessions{" in expr for expr in exprs_of("timeseries"))
+    assert any(f"{ACTIVE_SESSIONS}{{" in expr for expr in exprs_of("stat"))
+    assert any(f"{ACTIVE_SESSIONS}{{" in expr for expr in exprs_of("timeseries"))
 
 
-@pytest.mark.parametrize("label", SPLITS)
-def test_each_split_is_shown_now_and_stacked_over_time(label):
-    metric = f"cmx_connect_active_sessions_by_{label}{{"
+@pytest.mark.parametrize("dimension", DIMENSIONS, ids=lambda dimension: dimension.label)
+def test_each_dimension_is_shown_now_and_stacked_over_time(dimension):
+    metric = f"{dimension.metric}{{"
     assert any(metric in expr for expr in exprs_of("piechart") + exprs_of("bargauge"))
     stacked = [panel for panel in PANELS if panel["type"] == "timeseries"
                and any(metric in target["expr"] for target in panel["targets"])]
@@ -84,11 +86,11 @@ def test_each_split_is_shown_now_and_stacked_over_time(label):
 
 
 @pytest.mark.parametrize("needed", [
-    "cmx_connect_up{",
-    "time() - cmx_connect_last_success_timestamp_seconds{",
-    "cmx_connect_poll_duration_seconds{",
-    "cmx_connect_poll_requests{",
-    "sum by (reason) (increase(cmx_connect_poll_errors_total{",
+    f"{UP.name}{{",
+    f"time() - {LAST_SUCCESS.name}{{",
+    f"{POLL_DURATION.name}{{",
+    f"{POLL_REQUESTS.name}{{",
+    f"sum by (reason) (increase({POLL_ERRORS.name}_total{{",
 ])
 def test_the_exporter_health_panels(needed):
     assert any(needed in target["expr"] for _, target in TARGETS)
