@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import json
 import os
@@ -25,7 +26,7 @@ from responses import matchers
 
 from cmx_connect_exporter.cmx.client import CLIENTS_PATH, CmxClient
 from cmx_connect_exporter.counting.dimensions import LABELS
-from cmx_simulator import ActiveCounts
+from cmx_simulator import ActiveCounts, Simulator
 
 BASE_URL = "https://cmx.test"
 ENDPOINT = BASE_URL + CLIENTS_PATH
@@ -239,3 +240,44 @@ def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path
          "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+# --- the simulator over HTTP, read by rules written out here, apart from the simulator's code ---------
+
+SIM_AUTH = ("demo", "demo")
+
+
+def sim_get(http: requests.Session, sim: Simulator, path: str = CLIENTS_PATH, **params: object) -> requests.Response:
+    return http.get(sim.url + path, params=params, timeout=5)
+
+
+def page_all(http: requests.Session, sim: Simulator, count: int = 1000, **params: object) -> list[dict]:
+    """Every record of a query, paging the way the exporter does, checking each envelope on the way."""
+    records: list[dict] = []
+    index = 0
+    while True:
+        body = sim_get(http, sim, index=index, count=count, **params).json()
+        assert body["returnRecordCount"] == len(body["records"]) <= count
+        records += body["records"]
+        if body["nextIndex"] == 0:
+            return records
+        assert body["nextIndex"] == index + count
+        index = body["nextIndex"]
+
+
+def macs(records: list[dict]) -> list[str]:
+    return [r["macAddress"] for r in records]
+
+
+def canonical(record: dict, keys: Sequence[str]) -> str:
+    """The first of ``keys`` in the record, trimmed, inner white space folded, case kept,
+    empty/missing/null as unknown, cut to 64 characters."""
+    value = next((record[key] for key in keys if key in record), None)
+    text = "" if value is None else " ".join(str(value).split())
+    return (text or "unknown")[:64]
+
+
+def local_time(text: str, offset_ms: int) -> int:
+    """Epoch seconds of "YYYY-MM-DD HH:MM:SS" in a CMX's local time, which is UTC plus ``offset_ms``."""
+    zone = datetime.timezone(datetime.timedelta(milliseconds=offset_ms))
+    return int(datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone).timestamp())
