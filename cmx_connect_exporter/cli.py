@@ -21,6 +21,9 @@ from cmx_connect_exporter.web.server import make_app, serve
 log = logging.getLogger("cmx_connect_exporter")
 
 DEMO_CREDENTIALS = ("demo", "demo")
+# Guests the demo's simulator logs in, and as many out, at each request: a poll is a few requests,
+# so the counts move a little between polls, as a real venue's do.
+DEMO_CHURN = 5
 
 
 def exporter_version() -> str:
@@ -38,7 +41,7 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
             from cmx_simulator import Simulator
 
             username, password = DEMO_CREDENTIALS
-            simulator = Simulator(username=username, password=password).start()
+            simulator = Simulator(username=username, password=password, churn=DEMO_CHURN).start()
             cleanup.callback(simulator.stop)
             url = simulator.url
             log.info("demo mode: polling the built-in CMX simulator at %s", url)

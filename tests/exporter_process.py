@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from cmx_connect_exporter.counting.dimensions import LABELS
+from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
 from cmx_simulator import ActiveCounts
 from tool_policy import require_tool
 
@@ -137,13 +137,13 @@ def children(pid: int) -> list[int]:
 
 def session_counts(samples: Samples) -> ActiveCounts | None:
     """The session series of a scrape in the simulator's ground-truth shape; None when there are none."""
-    total = samples.get(("cmx_connect_active_sessions", ()))
+    total = samples.get((ACTIVE_SESSIONS, ()))
     if total is None:
         return None
-    by_label: dict[str, dict[str, int]] = {label: {} for label in LABELS}
+    by_label: dict[str, dict[str, int]] = {dimension.label: {} for dimension in DIMENSIONS}
+    by_metric = {dimension.metric: dimension.label for dimension in DIMENSIONS}
     for (name, labels), value in samples.items():
-        label = name.removeprefix("cmx_connect_active_sessions_by_")
-        if label in by_label:
+        if (label := by_metric.get(name)) is not None:
             by_label[label][dict(labels)[label]] = int(value)
     return ActiveCounts(total=int(total), by_label=by_label)
 
