@@ -38,11 +38,11 @@ def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize(("body", "problem"), [
-    (b'{"nextIndex": 0, "records": [{"macAddress": "00:11:22:33:44:55", "device": ' + b"7" * 5000 + b"}]}",
+    (b'{"nextIndex": 0, "records": [{"macAddress": "00:11:22:33:44:55", "bytesSent": ' + b"7" * 5000 + b"}]}",
      "holds a number too long to read"),
     (b'{"nextIndex": ' + b"9" * 5000 + b', "records": []}', "holds a number too long to read"),
     (b"[" * 100_000, "is nested too deeply"),
-    (b'{"records": [{"macAddress": "00:11:22:33:44:55", "device": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+    (b'{"records": [{"macAddress": "00:11:22:33:44:55", "bytesSent": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
      "is nested too deeply"),
     (b'{"nextIndex": 0, "records": [{"macAddress": "00:11', "is truncated JSON"),
     (b"CMX Error", "is not JSON"),
