@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 # "internal" is the exporter's own failure (a bug, a poll worker that died), never CMX's.
 Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination", "internal"]
-REASONS: tuple[Reason, ...] = ("auth", "http", "timeout", "connection", "bad_response", "pagination", "internal")
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 class PollError(Exception):

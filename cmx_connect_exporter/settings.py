@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
     poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
     page_size: Annotated[int, Field(ge=1, le=1000, description="records per page, 1 to 1000")] = 1000
-    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed for one HTTP request, "
-                                                              "from connecting to the last byte of the answer")] = 10
+    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed to connect, and again for the whole "
+                                                              "answer to one HTTP request")] = 10
     poll_timeout: Annotated[
         float | None,
         Field(gt=0, description="seconds a whole poll may take; past it the poll fails as a timeout"),

@@ -96,6 +96,21 @@ def test_short_retry_after_is_retried() -> None:
     assert len(responses.calls) == 2
 
 
+@pytest.mark.parametrize("headers", [{"Retry-After": "1"}, {}], ids=["retry-after", "backoff"])
+@responses.activate
+def test_no_wait_to_retry_runs_past_the_polls_deadline(headers: dict[str, str]) -> None:
+    """The poll fails for what CMX answered, in time, rather than as a timeout at its deadline."""
+    add_page(responses.mock, 0, 10, "busy", status=503, headers=headers)
+    add_page(responses.mock, 0, 10, "busy", status=503, headers=headers)
+    add_page(responses.mock, 0, 10, envelope([]))
+    client = make_client(max_retry_wait=5)
+    client.deadline = time.monotonic() + 0.5  # a wait of 1 s, or backoff's 1 s after the first retry, would pass it
+    with pytest.raises(PollError) as failed:
+        fetch(client)
+    assert (failed.value.reason, str(failed.value)) == ("http", "CMX answered HTTP 503")
+    assert len(responses.calls) == (1 if headers else 2)
+
+
 @responses.activate
 def test_long_retry_after_ends_the_request_and_is_reported() -> None:
     add_page(responses.mock, 0, 10, "slow down", status=429, headers={"Retry-After": "120"})

@@ -21,7 +21,7 @@ from cmx_connect_exporter.outcome import PollError
 from cmx_simulator import Simulator
 
 TIMEOUT = 1.0
-SLACK = 0.5  # the deadline is checked before each read; a read then waits no longer than the time left
+SLACK = 1.0  # the deadline is checked before each read, which then waits no longer than the time left
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import requests
 
+from cmx_connect_exporter.cmx.client import CLIENTS_PATH
 from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.polling.handle import WORKER_GRACE, PollWorker
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
@@ -87,16 +89,17 @@ def test_the_worker_keeps_the_last_total_so_a_steady_venue_is_polled_with_no_req
 
 
 def test_the_first_poll_is_timed_without_the_workers_start(sim: Simulator) -> None:
-    started = time.monotonic()
-    handle = start_worker(sim)
+    sim.active_counts()
+    requests.get(sim.url + CLIENTS_PATH, params={"status": "active", "count": 1000}, auth=("demo", "demo"),
+                 timeout=10)  # the simulator encodes each record on first serve: not the worker's to pay
+    handle = start_worker(sim)  # no wait for it to start: the poll is sent at once, as the exporter does
     try:
         first = handle.poll(REQUEST)
-        wall = time.monotonic() - started
         later = min(handle.poll(REQUEST).duration for _ in range(3))
     finally:
         handle.close()
     assert counts_of(first).total == sim.active_counts().total
-    assert first.duration < wall, "the duration is the worker's own measure"
+    # a new interpreter importing requests, urllib3 and orjson takes far longer than 0.1 s here
     assert first.duration <= 3 * later + 0.05, f"first poll {first.duration:.3f} s, later ones {later:.3f} s"
 
 
@@ -130,7 +133,7 @@ def test_a_worker_dead_between_polls_fails_one_poll_as_internal_and_is_replaced(
     os.kill(dead, signal.SIGKILL)
     _wait_until_dead(dead)
     outcome = worker.poll(REQUEST)
-    assert (error_of(outcome).reason, outcome.requests) == ("internal", 0)
+    assert (error_of(outcome).reason, outcome.requests) == ("internal", None)
     assert str(outcome.result) == "the poll worker died (exit code -9); it was replaced"
     assert worker.pid != dead
     assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
@@ -157,7 +160,7 @@ def test_a_stopped_worker_is_killed_at_the_poll_deadline_and_replaced(sim: Simul
     waited = time.monotonic() - started
     assert error_of(outcome).reason == "timeout"
     assert "did not end within 1 s (CMX_POLL_TIMEOUT)" in str(outcome.result)
-    assert 1 <= waited < 1 + WORKER_GRACE + 1, "noticed at the deadline, not before, not long after"
+    assert 1 + WORKER_GRACE <= waited < 1 + WORKER_GRACE + 3, "noticed at the deadline and its grace, not long after"
     assert worker.pid != stopped and not Path(f"/proc/{stopped}").exists()
     assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
 
@@ -165,9 +168,10 @@ def test_a_stopped_worker_is_killed_at_the_poll_deadline_and_replaced(sim: Simul
 def test_the_worker_does_not_inherit_the_password_from_the_environment(sim: Simulator) -> None:
     """It gets the password over its pipe; /proc/PID/environ of the worker must not hold it too."""
     canary = "env-canary-93b1"
+    # the settings read their variables in any case, so the worker must not get a lower-case one either
     with ExporterProcess("--url", sim.url, "--username", "demo", "--poll-interval", "60",
-                         env={"CMX_PASSWORD": canary}) as exporter:
+                         env={"cmx_password": canary}) as exporter:
         exporter.wait_for(lambda s: poll_errors(s)["auth"] >= 1 or up(s))
         (worker_pid,) = children(exporter.pid)
         environment = Path(f"/proc/{worker_pid}/environ").read_bytes()
-    assert b"CMX_PASSWORD" not in environment and canary.encode() not in environment
+    assert b"cmx_password" not in environment.lower() and canary.encode() not in environment

@@ -7,7 +7,9 @@ field, header or credential can reach a log line through them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from http.client import RemoteDisconnected
 from typing import Any
@@ -34,7 +36,7 @@ MAX_RETRY_AFTER_LENGTH = 32  # longer is no date and no sane number of seconds; 
 
 
 def _closed_before_answer(error: Exception | None) -> bool:
-    """A kept-alive connection that CMX closed just as the request went out: nothing was read."""
+    """A kept-alive connection that CMX closed, or reset, just as the request went out: no answer came."""
     return isinstance(error, ProtocolError) and any(
         isinstance(arg, RemoteDisconnected | ConnectionResetError | BrokenPipeError) for arg in error.args)
 
@@ -43,17 +45,20 @@ class _Retry(Retry):
     """urllib3's Retry that counts the retries it grants, and gives up on a long Retry-After.
 
     A Retry-After longer than ``max_wait`` is not slept through inside a poll: the
-    response is handed back so the poller can defer the next poll instead. A request that
-    met a connection closed before any byte came back is asked once more, on a new one,
-    although other read errors are not retried: it never reached CMX.
+    response is handed back so the poller can defer the next poll instead. Nor is any wait
+    that would end past the poll's deadline: the poll fails for what CMX answered, not as
+    a timeout. A request that met a connection closed before any of the answer came back
+    is asked once more, on a new one, although other read errors are not retried: CMX
+    never answered it.
     """
 
     on_retry: Callable[[], None] | None = None
     max_wait: float = 0.0
+    deadline: Callable[[], float] | None = None  # the poll's, as time.monotonic() tells it
 
     def new(self, **kw: Any) -> _Retry:
         retry = super().new(**kw)
-        retry.on_retry, retry.max_wait = self.on_retry, self.max_wait
+        retry.on_retry, retry.max_wait, retry.deadline = self.on_retry, self.max_wait, self.deadline
         return retry
 
     def parse_retry_after(self, retry_after: str) -> float:
@@ -78,6 +83,9 @@ class _Retry(Retry):
         if _closed_before_answer(kw.get("error")) and not any(_closed_before_answer(h.error) for h in self.history):
             granted = self.new(read=(self.read or 0) + 1)
         retry = super(_Retry, granted).increment(method, url, *args, **kw)
+        wait = (self.get_retry_after(response) if response is not None else None) or retry.get_backoff_time()
+        if self.deadline is not None and time.monotonic() + wait > self.deadline():
+            raise MaxRetryError(kw.get("_pool"), url or "", kw.get("error") or ResponseError("no time left to retry"))
         if self.on_retry is not None:
             self.on_retry()
         return retry
@@ -110,6 +118,7 @@ class CmxClient:
         self._endpoint = url.rstrip("/") + CLIENTS_PATH
         self._host = urlsplit(url).hostname or url
         self._timeout = timeout
+        self.deadline = math.inf  # the poll's, in time.monotonic(): no retry waits past it
         self._lock = threading.Lock()
         self._requests = 0
         retry = _Retry(  # a read timeout means CMX is struggling: asking again would only add load
@@ -125,7 +134,7 @@ class CmxClient:
             raise_on_status=False,
             redirect=0,
         )
-        retry.on_retry, retry.max_wait = self._count_request, max_retry_wait
+        retry.on_retry, retry.max_wait, retry.deadline = self._count_request, max_retry_wait, lambda: self.deadline
         session = _Session()
         session.mount("http://", DeadlineAdapter(max_retries=retry, pool_maxsize=8))
         session.mount("https://", DeadlineAdapter(max_retries=retry, pool_maxsize=8))
@@ -149,7 +158,7 @@ class CmxClient:
             self._requests += 1
 
     def fetch_body(self, index: int, count: int) -> bytes:
-        """The raw body of one page of active sessions; ``poll.parse_page`` reads it. Raises PollError.
+        """The raw body of one page of active sessions; ``wire.parse_page`` reads it. Raises PollError.
 
         Fetching and decoding are apart so that concurrent fetchers carry only bytes,
         and the decoding, which holds the GIL, happens in one thread.

@@ -23,7 +23,6 @@ class _DeadlineReader:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self._sock = sock
         self._deadline = deadline
-        self._timeout = sock.gettimeout()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -37,7 +36,7 @@ class _DeadlineReader:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the answer took longer than the read timeout")
-        self._sock.settimeout(left if self._timeout is None else min(left, self._timeout))
+        self._sock.settimeout(left)  # never more than the read timeout, which set the deadline
         return self._sock.recv_into(buffer, nbytes, flags)
 
 

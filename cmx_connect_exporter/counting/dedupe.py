@@ -47,7 +47,7 @@ class SeenKeys:
 
     About 16 bytes a session where a ``set`` of ints costs about 70. The keys are
     spread over 64 shards that grow one at a time, so growing never holds two copies
-    of the whole table: at a million sessions the peak is 16 MiB, not 24.
+    of the whole table: at a million sessions it holds about 18 MiB, and never two copies.
 
     Keys come from the server, so where one goes must not be known in advance: with a
     fixed spread, crafted MACs could all probe from one slot, in quadratic time. Each key

@@ -80,7 +80,7 @@ class Tally:
                 raw = record.get(first)
                 if raw is None and others:
                     raw = next((v for k in others if (v := record.get(k)) is not None), None)
-                value = cache.get(raw) if raw.__class__ is str else None
+                value = cache.get(raw) if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH else None
                 if value is None:
                     value = self._normalise(raw)
                 try:

@@ -110,7 +110,8 @@ class State:
         self._swap(lambda s: replace(s, up=True, counts=counts, last_success=self._clock(),
                                      poll_duration=duration, poll_requests=requests, last_error=None))
 
-    def record_failure(self, error: PollError, requests: int) -> None:
+    def record_failure(self, error: PollError, requests: int | None) -> None:
+        """``requests`` None (a poll whose worker died) takes the requests gauge away: its value is unknown."""
         def failed(s: Snapshot) -> Snapshot:
             errors = dict(s.errors)
             errors[error.reason] += 1

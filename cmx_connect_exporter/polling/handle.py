@@ -14,7 +14,7 @@ import time
 
 from cmx_connect_exporter.outcome import PollError
 from cmx_connect_exporter.polling.messages import SIZE, Hello, PollOutcome, PollRequest
-from cmx_connect_exporter.settings import env_name
+from cmx_connect_exporter.settings import ENV_PREFIX
 
 WORKER_MODULE = "cmx_connect_exporter.polling.worker"
 # How long past the poll's deadline the parent waits for the worker, which ends its own walk at the
@@ -31,9 +31,11 @@ MALLOC_TUNING = {"MALLOC_ARENA_MAX": "1"}
 
 
 def _worker_environment() -> dict[str, str]:
-    """The exporter's environment without CMX_PASSWORD: the worker gets the password over its pipe, and
-    anything that can read a process's environment (/proc/PID/environ) need not find it twice."""
-    return {**{name: value for name, value in os.environ.items() if name != env_name("password")}, **MALLOC_TUNING}
+    """The exporter's environment without its settings, CMX_PASSWORD above all (in any case, as the settings
+    read them): the worker gets what it needs over its pipe, and whatever can read a process's environment
+    (/proc/PID/environ) need not find the password twice."""
+    kept = {name: value for name, value in os.environ.items() if not name.upper().startswith(ENV_PREFIX)}
+    return {**kept, **MALLOC_TUNING}
 
 
 class WorkerClosed(Exception):
@@ -68,7 +70,10 @@ class PollWorker:
         return self._process.pid
 
     def poll(self, request: PollRequest) -> PollOutcome:
-        """One poll in the worker; never raises but WorkerClosed, whatever happens to the worker."""
+        """One poll in the worker; never raises but WorkerClosed, whatever happens to the worker.
+
+        A poll whose worker was killed or died reports no request count: what it cost CMX is unknown.
+        """
         started = time.monotonic()
         try:
             self._send(request)
@@ -78,13 +83,16 @@ class PollWorker:
             failure = PollError("timeout", f"the poll did not end within {request.poll_timeout:g} s "
                                            "(CMX_POLL_TIMEOUT); its worker was replaced")
         except Exception:  # the worker died, or its answer is garbled
-            if self._closed:
-                raise WorkerClosed from None
             failure = PollError("internal", f"the poll worker died (exit code {self._process.poll()}); "
                                             "it was replaced")
-        self._stop_process()
-        self._start()
-        return PollOutcome(failure, 0, time.monotonic() - started)
+        if self._closed:  # the exporter is stopping: no new worker
+            raise WorkerClosed
+        try:
+            self._stop_process()
+            self._start()
+        except Exception as exc:  # the next poll finds no worker, and tries again
+            failure = PollError("internal", f"the poll worker failed and could not be replaced ({type(exc).__name__})")
+        return PollOutcome(failure, None, time.monotonic() - started)
 
     def _receive(self, deadline: float) -> bytes:
         (size,) = SIZE.unpack(self._read(SIZE.size, deadline))

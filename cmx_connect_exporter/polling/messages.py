@@ -38,6 +38,8 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class PollRequest:
+    """One poll, as the settings describe it."""
+
     page_size: int
     max_pages: int
     max_label_values: int
@@ -50,7 +52,7 @@ class PollOutcome:
     """What one poll found, the HTTP requests it made, and how long it took in the worker (never its start)."""
 
     result: Counts | PollError
-    requests: int
+    requests: int | None  # None when the worker died with the poll: its cost is unknown
     duration: float
 
 

@@ -29,6 +29,7 @@ def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0
     """One poll with ``client``; failures are returned, never raised."""
     before = client.requests_made
     started = time.monotonic()
+    client.deadline = started + request.poll_timeout
     try:
         result: Counts | PollError = count_active_sessions(
             client.fetch_body, page_size=request.page_size, max_pages=request.max_pages,

@@ -43,6 +43,9 @@ class Poller:
             ))
         except WorkerClosed:
             return
+        except Exception as exc:  # a bug of the exporter's own: counted, never a traceback that stops the job
+            outcome = PollOutcome(PollError("internal", f"unexpected {type(exc).__name__} in the poll job; "
+                                                        "please report it"), None, 0.0)
         result = outcome.result
         if isinstance(result, PollError):
             self._state.record_failure(result, outcome.requests)
