@@ -18,6 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
+from cmx_connect_exporter.exposition.names import POLL_ERRORS, UP
 from cmx_simulator import ActiveCounts
 from tool_policy import require_tool
 
@@ -151,11 +152,11 @@ def session_counts(samples: Samples) -> ActiveCounts | None:
 def poll_errors(samples: Samples) -> dict[str, float]:
     """``cmx_connect_poll_errors_total`` by reason."""
     return {dict(labels)["reason"]: value for (name, labels), value in samples.items()
-            if name == "cmx_connect_poll_errors_total"}
+            if name == f"{POLL_ERRORS.name}_total"}
 
 
 def up(samples: Samples) -> bool:
-    return samples.get(("cmx_connect_up", ()), 0) == 1
+    return samples.get((UP.name, ()), 0) == 1
 
 
 def console_script() -> str:
