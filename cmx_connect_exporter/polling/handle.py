@@ -83,6 +83,8 @@ class PollWorker:
             failure = PollError("timeout", f"the poll did not end within {request.poll_timeout:g} s "
                                            "(CMX_POLL_TIMEOUT); its worker was replaced")
         except Exception:  # the worker died, or its answer is garbled
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(1)  # a worker whose pipe closed is exiting: its exit code says how
             failure = PollError("internal", f"the poll worker died (exit code {self._process.poll()}); "
                                             "it was replaced")
         if self._closed:  # the exporter is stopping: no new worker
