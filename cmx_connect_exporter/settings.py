@@ -7,6 +7,7 @@ environment and the flags can never disagree about what is valid.
 from __future__ import annotations
 
 import argparse
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -39,6 +40,26 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     if any(c.isspace() or c in "/@" for c in host):
         raise ValueError("the host part is not an address or a host name")
     return host, int(port)
+
+
+def readable_file(path: Path) -> bytes:
+    """The file's bytes; a ValueError that says why not, such as a folder the user may not enter."""
+    try:
+        if not path.is_file():
+            raise ValueError("is not a readable file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+
+
+def check_ca_bundle(path: Path) -> bytes:
+    """The bundle's bytes, once OpenSSL has read certificates from them. Raises ValueError."""
+    data = readable_file(path)
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError):
+        raise ValueError("holds no PEM certificate that OpenSSL can read") from None
+    return data
 
 
 class Settings(BaseSettings):
@@ -101,11 +122,18 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
-    @field_validator("ca_bundle", "password_file")
+    @field_validator("password_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError("is not a readable file")
+        if value is not None:
+            readable_file(value)
+        return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_ca_bundle(value)
         return value
 
     @model_validator(mode="after")

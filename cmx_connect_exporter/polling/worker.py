@@ -21,7 +21,7 @@ from typing import BinaryIO
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.outcome import Counts
-from cmx_connect_exporter.polling.messages import Hello, PollRequest, framed
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, framed
 from cmx_connect_exporter.polling.poll import run_poll
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
@@ -29,32 +29,41 @@ WORKER_NICENESS = 5
 
 
 def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
-    """The worker's loop: a Hello first, then one poll per request, until the parent is gone.
+    """The worker's loop: a Hello first, then one poll per request, until the parent is gone; new
+    ClientOptions (a rotated password or CA bundle) replace the client before the next poll.
 
     The worker keeps the last total itself: it sizes the next poll's table and tells the
     prefetcher where the list probably ends.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGHUP (reload) are the parent's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
     try:
         hello: Hello = pickle.load(requests_in)
     except EOFError:
         return
     setup_logging(hello.log_level, hello.log_format)
-    options = hello.client
-    client = CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
-                       verify=options.verify, max_retry_wait=options.max_retry_wait)
+    client = _client(hello.client)
     last_total = 0
     while True:
         try:
-            request: PollRequest = pickle.load(requests_in)
+            request: PollRequest | ClientOptions = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
+        if isinstance(request, ClientOptions):
+            client.close()
+            client = _client(request)
+            continue
         outcome = run_poll(client, request, last_total)
         if isinstance(outcome.result, Counts):
             last_total = outcome.result.total
         replies_out.write(framed(outcome))
         replies_out.flush()
+
+
+def _client(options: ClientOptions) -> CmxClient:
+    return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
+                     verify=options.verify, max_retry_wait=options.max_retry_wait)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""Basic auth that a flood of wrong passwords cannot turn into a CPU attack.
+
+bcrypt is slow by design (tens of milliseconds a check at cost 10), so every guess an anonymous
+client sends costs the exporter that much CPU. Checks run one at a time in one thread of their own,
+so guesses use at most one core and the event loop, which serves scrapes and ``/healthz``, keeps
+the other; a few more wait their turn, and past that a guess is answered 429 at once, unchecked.
+Credentials that passed before are recognised by a keyed hash, without bcrypt, so Prometheus's
+scrapes never queue behind the guesses. A client address that keeps failing is refused unchecked
+for the rest of the minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from cmx_connect_exporter.web.webconfig import BasicAuth, credentials
+
+QUEUED_CHECKS = 4  # bcrypt checks that may wait for the one running; past them, 429 at once
+FAILURES_PER_MINUTE = 10  # wrong credentials from one address before it is refused unchecked until the minute ends
+TRACKED_ADDRESSES = 10_000  # past this many addresses with failures, the oldest minute is forgotten
+
+
+class Verdict(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"  # 401
+    BUSY = "busy"  # 429: not checked, try again later
+
+
+class AuthGate:
+    """The one place bcrypt runs for the HTTP server; used from the event loop's thread only."""
+
+    def __init__(self, users: Mapping[str, bytes]) -> None:
+        self.users = dict(users)
+        self._auth = BasicAuth(users)
+        self._bcrypt = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
+        self._waiting = 0
+        self._minute = 0
+        self._failures: dict[str, int] = {}
+
+    async def verdict(self, header: str | None, address: str) -> Verdict:
+        presented = credentials(header)
+        if presented is None:
+            return Verdict.FAIL
+        if self._auth.remembered(presented):
+            return Verdict.PASS
+        failures = self._failures_this_minute()
+        if self._waiting > QUEUED_CHECKS or failures.get(address, 0) >= FAILURES_PER_MINUTE:
+            return Verdict.BUSY
+        self._waiting += 1
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(self._bcrypt, self._auth.verify, presented)
+        finally:
+            self._waiting -= 1
+        if ok:
+            return Verdict.PASS
+        if len(failures) >= TRACKED_ADDRESSES:
+            failures.clear()
+        failures[address] = failures.get(address, 0) + 1
+        return Verdict.FAIL
+
+    def _failures_this_minute(self) -> dict[str, int]:
+        minute = int(time.monotonic() // 60)
+        if minute != self._minute:
+            self._minute, self._failures = minute, {}
+        return self._failures
+
+    def close(self) -> None:
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
