@@ -200,10 +200,10 @@ class Scraper(threading.Thread):
         self._session, self._url, self._every = session, url, every
         self.millis: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self._every):
+        while not self._done.wait(self._every):
             started = time.perf_counter()
             try:
                 ok = self._session.get(self._url, timeout=5).status_code == 200
@@ -213,7 +213,7 @@ class Scraper(threading.Thread):
             self.failures += not ok
 
     def finish(self) -> list[float]:
-        self._stop.set()
+        self._done.set()
         self.join(10)
         return self.millis
 

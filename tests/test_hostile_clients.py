@@ -108,7 +108,7 @@ def test_a_flood_of_wrong_passwords_neither_slows_scrapes_nor_takes_more_than_a_
     print(f"\nauth flood: {sent} requests in 10 s {dict(statuses)}; exporter {cores:.2f} cores; "
           f"/metrics p99 {p99(metrics):.1f} ms of {len(metrics)}, /healthz p99 {p99(health):.1f} ms of {len(health)}")
     assert sent >= 9000, "the flood did not reach 900 requests a second"
-    assert statuses["401"] > 0 and statuses["429"] > 0 and statuses["200"] == 0
+    assert statuses["401"] > 0 and statuses["429"] > 0 and "200" not in statuses
     assert p99(metrics) < 100 and p99(health) < 100
     assert cores <= 1.2
     assert "Traceback" not in log
@@ -140,7 +140,7 @@ def test_thousands_of_idle_connections_hold_no_threads_and_little_memory(cmx: Si
     assert during["Threads"] <= 100 and fds_during <= fds_before + MAX_CONNECTIONS + 10
     assert growth < 20
     assert p99(millis) < 50 and scraper.failures == 0
-    assert (after["Threads"], fds_after) == (before["Threads"], fds_before)
+    assert after["Threads"] <= before["Threads"] and fds_after <= fds_before  # less when a scraper's connection ended
 
 
 def test_stalled_tls_handshakes_cost_no_thread_and_no_traceback(cmx: Simulator, tmp_path: Path,
@@ -190,7 +190,7 @@ def test_at_the_fd_limit_the_server_neither_spins_nor_stops_serving(cmx: Simulat
         log = exporter.stop()
     warnings = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
     print(f"\nfd limit 64, 200 connections held: exporter {cores * 100:.1f}% of a core; "
-          f"scrape in {during * 1000:.0f} ms while held, {after * 1000:.0f} ms after; {len(warnings)} warning lines")
+          f"scrape in {during * 1000:.0f} ms while held, {after * 1000:.0f} ms after; warnings: {warnings}")
     assert cores < 0.1
     assert (answered, answered_after) == (200, 200) and during < 1 and after < 1
     assert len(warnings) <= 1, warnings
