@@ -11,6 +11,7 @@ import ssl
 import time
 from pathlib import Path
 
+import bcrypt
 import pytest
 import trustme
 
@@ -178,3 +179,25 @@ def test_the_workers_environment_holds_no_password() -> None:
         exporter.stop()
     assert b"CMX_PASSWORD" not in environment and CANARY.encode() not in environment
     assert b"PATH=" in environment, "the environment was read"
+
+
+def test_new_basic_auth_users_apply_to_the_next_request(tmp_path: Path) -> None:
+    """The scrape password changes in the web config; no signal."""
+    def users(password: bytes) -> str:
+        return f"basic_auth_users:\n  prometheus: {bcrypt.hashpw(password, bcrypt.gensalt(4)).decode()}\n"
+
+    config = tmp_path / "web.yml"
+    config.write_text(users(b"old-scrape-pw"))
+    with Simulator(200, seed=13) as cmx, \
+            ExporterProcess("--url", cmx.url, "--username", "demo", "--web-config-file", str(config),
+                            env={"CMX_PASSWORD": "demo"}) as exporter:
+        exporter.http.auth = ("prometheus", "old-scrape-pw")
+        exporter.wait_for(up)
+        config.write_text(users(b"new-pw"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and exporter.http.get(exporter.url + "/metrics", timeout=5).ok:
+            time.sleep(0.2)
+        assert exporter.http.get(exporter.url + "/metrics", timeout=5).status_code == 401
+        assert exporter.http.get(exporter.url + "/metrics", auth=("prometheus", "new-pw"), timeout=5).status_code == 200
+        log = exporter.stop()
+    assert log.count("reloaded CMX_WEB_CONFIG_FILE") == 1

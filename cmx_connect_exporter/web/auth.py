@@ -34,7 +34,6 @@ class AuthGate:
     """The one place bcrypt runs for the HTTP server; used from the event loop's thread only."""
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
-        self.users = dict(users)
         self._auth = BasicAuth(users)
         self._bcrypt = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
         self._waiting = 0

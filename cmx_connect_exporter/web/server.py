@@ -16,6 +16,7 @@ import html
 import logging
 import resource
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -185,16 +186,17 @@ class HttpServer:
         web = load_web_config(path)
         if web.digest == self.web.digest:
             return False
+        # a gate costs a bcrypt hash to make: made here, not on the loop; the same users keep theirs, and what passed
+        gate = self._gate if dict(web.users) == dict(self.web.users) else AuthGate(web.users) if web.users else None
         self.web = web
-        self._loop.call_soon_threadsafe(self._apply, web)
+        self._loop.call_soon_threadsafe(self._apply, web.ssl_context, gate)
         return True
 
-    def _apply(self, web: WebConfig) -> None:
-        self._tls = web.ssl_context
-        if self._gate is None or self._gate.users != web.users:  # same users: keep what passed, and its cache
-            if self._gate is not None:
-                self._gate.close()
-            self._gate = AuthGate(web.users) if web.users else None
+    def _apply(self, tls: ssl.SSLContext | None, gate: AuthGate | None) -> None:
+        self._tls = tls
+        if self._gate is not None and self._gate is not gate:
+            self._gate.close()
+        self._gate = gate
 
     def stop(self) -> None:
         """Close the listening socket and every connection, and end the loop's thread."""
@@ -241,11 +243,13 @@ class HttpServer:
         return False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+        tls = self._tls  # what is in force as the connection starts serves it to its end
         while True:
             self._waiting[writer] = None
             async with asyncio.timeout(REQUEST_TIMEOUT):
-                if self._tls is not None and writer.get_extra_info("ssl_object") is None:
-                    await writer.start_tls(self._tls)
+                if tls is not None:
+                    await writer.start_tls(tls)
+                    tls = None
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError as exc:
