@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cmx_connect_exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
@@ -122,18 +122,11 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
-    @field_validator("password_file")
+    @field_validator("ca_bundle", "password_file")
     @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            readable_file(value)
-        return value
-
-    @field_validator("ca_bundle")
-    @classmethod
-    def _ca_file(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            check_ca_bundle(value)
+    def _readable_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:  # a CA bundle must hold certificates too
+            (check_ca_bundle if info.field_name == "ca_bundle" else readable_file)(value)
         return value
 
     @model_validator(mode="after")

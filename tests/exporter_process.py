@@ -167,6 +167,19 @@ def console_script() -> str:
     return path
 
 
+def issued_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA file, and a certificate and key it issued for 127.0.0.1, as PEM files in ``folder``."""
+    import trustme  # here: most users of this module need no certificate
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    paths = folder / "ca.pem", folder / "server.crt", folder / "server.key"
+    ca.cert_pem.write_to_path(paths[0])
+    issued.cert_chain_pems[0].write_to_path(paths[1])
+    issued.private_key_pem.write_to_path(paths[2])
+    return paths
+
+
 def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     """A truly self-signed certificate for ``host`` (its own CA) and its key, made by the openssl CLI."""
     cert, key = folder / "self-signed.pem", folder / "self-signed.key"

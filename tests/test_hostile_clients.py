@@ -19,11 +19,19 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
-import trustme
 
 from cmx_connect_exporter.web.server import MAX_CONNECTIONS, REQUEST_TIMEOUT
 from cmx_simulator import Simulator
-from exporter_process import ExporterProcess, Scraper, cpu_seconds, open_fds, p99, proc_status, up
+from exporter_process import (
+    ExporterProcess,
+    Scraper,
+    cpu_seconds,
+    issued_certificate,
+    open_fds,
+    p99,
+    proc_status,
+    up,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +48,7 @@ def cmx() -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A CA file, and a certificate and key it issued for 127.0.0.1."""
-    folder = tmp_path_factory.mktemp("hostile-tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1")
-    paths = folder / "ca.pem", folder / "server.crt", folder / "server.key"
-    ca.cert_pem.write_to_path(paths[0])
-    issued.cert_chain_pems[0].write_to_path(paths[1])
-    issued.private_key_pem.write_to_path(paths[2])
-    return paths
+    return issued_certificate(tmp_path_factory.mktemp("hostile-tls"))
 
 
 def web_config(folder: Path, tls: tuple[Path, Path, Path] | None = None) -> Path:
