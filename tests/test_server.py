@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import requests
 from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.outcome import Counts, PollError
-from cmx_connect_exporter.web.server import HttpServer, make_app
+from cmx_connect_exporter.web.server import MAX_HEAD_BYTES, HttpServer, make_app
 from cmx_connect_exporter.web.webconfig import WebConfig
 from exporter_process import ExporterProcess, up
 
@@ -114,3 +115,39 @@ def test_a_request_line_can_neither_forge_nor_colour_log_lines(log_format: str) 
     for message in ours:
         assert '"GET /' in message, f"a log line was split: {message!r}"
         assert message.isprintable(), f"raw control characters: {message!r}"
+
+
+def exchange(url: str, data: bytes) -> bytes:
+    """Send raw bytes, and read until the server closes the connection."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=5) as sock:
+        sock.sendall(data)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    return received
+
+
+def test_requests_on_a_kept_alive_connection_are_answered_in_turn(served: tuple[str, State, list[bool]]) -> None:
+    url, _, _ = served
+    answers = exchange(url, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 2
+                       + b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert answers.count(b"HTTP/1.1 200 OK\r\n") == 3 and answers.endswith(b"ok\n")
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"405"),
+    (b"GET /metrics\r\n\r\n", b"400"),
+    (b"GET /healthz HTTP/1.1\r\nbad header line\r\n\r\n", b"400"),
+], ids=["a-body-ends-the-connection", "no-version", "a-header-without-colon"])
+def test_a_request_the_server_does_not_take_is_answered_and_its_connection_closed(
+        request_bytes: bytes, status: bytes, served: tuple[str, State, list[bool]]) -> None:
+    url, _, _ = served
+    answer = exchange(url, request_bytes + b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 " + status) and answer.count(b"HTTP/1.1 ") == 1
+    assert b"Connection: close" in answer
+
+
+def test_headers_past_the_limit_drop_the_connection_unanswered(served: tuple[str, State, list[bool]]) -> None:
+    url, _, _ = served
+    assert exchange(url, b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n") == b""
