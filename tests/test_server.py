@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ import requests
 from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.outcome import Counts, PollError
-from cmx_connect_exporter.web.server import MAX_HEAD_BYTES, HttpServer, make_app
+from cmx_connect_exporter.web.server import MAX_HEAD_BYTES, REQUEST_TIMEOUT, HttpServer, make_app
 from cmx_connect_exporter.web.webconfig import WebConfig
 from exporter_process import ExporterProcess, up
 
@@ -151,3 +152,18 @@ def test_a_request_the_server_does_not_take_is_answered_and_its_connection_close
 def test_headers_past_the_limit_drop_the_connection_unanswered(served: tuple[str, State, list[bool]]) -> None:
     url, _, _ = served
     assert exchange(url, b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n") == b""
+
+
+def test_headers_trickled_a_byte_at_a_time_are_dropped_at_the_request_deadline(
+        served: tuple[str, State, list[bool]]) -> None:
+    """Each byte comes in time for a per-read timeout; the whole request does not come in time."""
+    url, _, _ = served
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=5) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            while time.monotonic() - started < REQUEST_TIMEOUT + 3:
+                sock.sendall(b"X")
+                time.sleep(0.25)
+        dropped_after = time.monotonic() - started
+    assert REQUEST_TIMEOUT <= dropped_after < REQUEST_TIMEOUT + 2
