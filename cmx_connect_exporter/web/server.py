@@ -125,13 +125,14 @@ class _Request:
 
 
 class HttpServer:
-    """The event loop in its own thread, and what it serves; ``apply`` swaps TLS and users while it runs."""
+    """The event loop in its own thread, and what it serves; ``reload`` swaps TLS and users while it runs."""
 
     def __init__(self, app: App, web: WebConfig) -> None:
         self._app = app
         self.web = web
         self._tls = web.ssl_context
         self._gate = AuthGate(web.users) if web.users else None
+        self._next_gate = self._gate  # the one the last reload chose, which the loop may not have taken yet
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max(4, min(MAX_CONNECTIONS, limit - FD_RESERVE))
         self._open = 0
@@ -187,9 +188,10 @@ class HttpServer:
         if web.digest == self.web.digest:
             return False
         # a gate costs a bcrypt hash to make: made here, not on the loop; the same users keep theirs, and what passed
-        gate = self._gate if dict(web.users) == dict(self.web.users) else AuthGate(web.users) if web.users else None
+        if dict(web.users) != dict(self.web.users):
+            self._next_gate = AuthGate(web.users) if web.users else None
         self.web = web
-        self._loop.call_soon_threadsafe(self._apply, web.ssl_context, gate)
+        self._loop.call_soon_threadsafe(self._apply, web.ssl_context, self._next_gate)
         return True
 
     def _apply(self, tls: ssl.SSLContext | None, gate: AuthGate | None) -> None:
