@@ -2,8 +2,8 @@
 
 bcrypt is slow by design (tens of milliseconds a check at cost 10), so every guess an anonymous
 client sends costs the exporter that much CPU. Checks run one at a time in one thread of their own,
-so guesses use at most one core and the event loop, which serves scrapes and ``/healthz``, keeps
-the other; a few more wait their turn, and past that a guess is answered 429 at once, unchecked.
+so guesses use at most one core, at a lower priority than the event loop, which serves scrapes and
+``/healthz``; a few more wait their turn, and past that a guess is answered 429 at once, unchecked.
 Credentials that passed before are recognised by a keyed hash, without bcrypt, so Prometheus's
 scrapes never queue behind the guesses. A client address that keeps failing is refused unchecked
 for the rest of the minute.
@@ -12,16 +12,26 @@ for the rest of the minute.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import os
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from cmx_connect_exporter.web.webconfig import BasicAuth, credentials
 
+BCRYPT_NICENESS = 10  # the kernel gives the event loop's thread the CPU first: scrapes before guesses
 QUEUED_CHECKS = 4  # bcrypt checks that may wait for the one running; past them, 429 at once
 FAILURES_PER_MINUTE = 10  # wrong credentials from one address before it is refused unchecked until the minute ends
 TRACKED_ADDRESSES = 10_000  # past this many addresses with failures, the oldest minute is forgotten
+
+
+def _lower_priority() -> None:
+    """Linux sets niceness per thread: this one, not the process, yields to the loop."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BCRYPT_NICENESS)
 
 
 class Verdict(enum.Enum):
@@ -35,7 +45,7 @@ class AuthGate:
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
         self._auth = BasicAuth(users)
-        self._bcrypt = ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
+        self._bcrypt = ThreadPoolExecutor(1, thread_name_prefix="bcrypt", initializer=_lower_priority)
         self._waiting = 0
         self._minute = 0
         self._failures: dict[str, int] = {}
