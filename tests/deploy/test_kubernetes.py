@@ -4,7 +4,7 @@ asks of every exporter container, and the wiring of the ServiceMonitor."""
 import pytest
 import yaml
 
-from .manifests import MANIFESTS, documents, exporter_containers, is_crd, of_kind
+from .manifests import MANIFESTS, documents, exporter_containers, is_crd, of_kind, web_config_folder
 from .support import DEPLOY, load_yaml, run_tool
 
 
@@ -65,31 +65,15 @@ def test_the_service_monitor_scrapes_both_services_under_the_job_the_alerts_expe
         assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == scrape_job["job_name"]
 
 
-def web_config_of(pod, container):
-    """The web config a container's CMX_WEB_CONFIG_FILE names, read from the ConfigMap projected there,
-    and the file names beside it; None without TLS."""
-    env = {variable["name"]: variable.get("value") for variable in container["env"]}
-    if "CMX_WEB_CONFIG_FILE" not in env:
-        return None
-    folder, _, file = env["CMX_WEB_CONFIG_FILE"].rpartition("/")
-    (mount,) = [mount for mount in container["volumeMounts"] if mount["mountPath"] == folder]
-    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == mount["name"]]
-    sources = volume["projected"]["sources"]
-    (config_map,) = [source["configMap"]["name"] for source in sources if "configMap" in source]
-    (data,) = [document["data"] for document in of_kind("ConfigMap") if document["metadata"]["name"] == config_map]
-    beside = {"tls.crt", "tls.key"} if any("secret" in source for source in sources) else set()
-    return yaml.safe_load(data[file]), beside | set(data)
-
-
 @pytest.mark.parametrize(("pod", "container"), exporter_params())
 def test_the_probes_ask_https_exactly_when_the_web_config_turns_tls_on(pod, container):
-    found = web_config_of(pod, container)
-    tls = found is not None and "tls_server_config" in found[0]
+    found = web_config_folder(pod, container)
+    config = yaml.safe_load(found[found["config"]]) if found else {}
+    tls = "tls_server_config" in config
     for probe in ["livenessProbe", "readinessProbe"]:
         assert container[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP")
     if tls:
-        config, files = found
-        assert {config["tls_server_config"]["cert_file"], config["tls_server_config"]["key_file"]} <= files
+        assert {config["tls_server_config"]["cert_file"], config["tls_server_config"]["key_file"]} <= set(found)
 
 
 def test_the_manifests_show_both_plain_http_and_tls():
