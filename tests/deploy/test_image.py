@@ -22,6 +22,7 @@ from cmx_simulator import Simulator
 from exporter_process import Samples, free_port, parse_samples, session_counts, up
 
 from .podman import ULIMITS, Built, build_image, inspect, podman, require_podman
+from .support import DEPLOY, load_yaml
 
 TESTS = Path(__file__).resolve().parents[1]
 UID = 10001
@@ -45,12 +46,12 @@ class Container:
     """A detached container of the image, serving on a free loopback port; removed on exit."""
 
     def __init__(self, built: Built, *args: str, env: dict[str, str] | None = None,
-                 volumes: tuple[str, ...] = (), command: tuple[str, ...] = ()) -> None:
+                 volumes: tuple[str, ...] = (), command: tuple[str, ...] = (), network: str = "host") -> None:
         self.name = f"cmx-test-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.scheme = "https" if env and "CMX_WEB_CONFIG_FILE" in env else "http"
         environment = {"CMX_LISTEN_ADDRESS": f"127.0.0.1:{self.port}", **(env or {})}
-        podman("run", "--detach", "--name", self.name, "--read-only", "--network", "host", *ULIMITS,
+        podman("run", "--detach", "--name", self.name, "--read-only", "--network", network, *ULIMITS,
                *(f"--env={name}={value}" for name, value in environment.items()),
                *(f"--volume={volume}" for volume in volumes), *args, built.image, *command)
         self.http = requests.Session()
@@ -190,3 +191,22 @@ def test_the_password_file_is_read_as_uid_10001(built: Built, owner: int, tmp_pa
                 "invalid setting CMX_PASSWORD_FILE (--password-file): cannot read it (Permission denied)")
         assert "s3cret-pw" not in container.logs
 
+
+
+@pytest.mark.parametrize("serving", [True, False], ids=["simulator", "nothing-listening"])
+def test_the_compose_simulators_health_check_passes_only_when_it_answers(built: Built, serving: bool) -> None:
+    """deploy/compose.yaml gates the exporter's start on this check, run here in the real image."""
+    simulator = load_yaml(DEPLOY / "compose.yaml")["services"]["simulator"]
+    form, *health = simulator["healthcheck"]["test"]
+    assert form == "CMD"  # run as Compose runs it, in the container; podman 4.3's --health-cmd splits it at spaces
+    entrypoint, *module = simulator["entrypoint"]
+    # A compose network gives each container its own loopback; so does a container without a network.
+    command = (*module, *simulator["command"]) if serving else ("-c", "import time; time.sleep(60)")
+    with Container(built, "--entrypoint", entrypoint, command=command, network="none") as container:
+        deadline = time.monotonic() + (WAIT if serving else 5)
+        passed = False
+        while not passed and time.monotonic() < deadline:
+            passed = podman("exec", container.name, *health, check=False).returncode == 0
+            time.sleep(0.5)
+        assert container.exit_code() is None, container.logs
+        assert passed == serving, container.logs
