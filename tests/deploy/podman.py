@@ -78,13 +78,14 @@ def debian_mirror() -> str:
     raise AssertionError("no Debian mirror in apt's sources")
 
 
-def base_image() -> str:
-    """The stand-in for python:3.11-slim-bookworm, made if this machine lacks it."""
+def base_image() -> tuple[str, float | None]:
+    """The stand-in for python:3.11-slim-bookworm, and the seconds it took to make it; None if it was kept."""
     key = hashlib.sha256(repr((SUITE, PACKAGES, MENDS)).encode()).hexdigest()[:12]
     tag = f"{BASE_REPOSITORY}:3.11-slim-{SUITE}-{key}"
     with _exclusive():
         if podman("image", "exists", tag, check=False).returncode == 0:
-            return tag
+            return tag, None
+        started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="cmx-base-") as root:
             subprocess.run([require_tool("debootstrap"), "--variant=minbase", f"--include={','.join(PACKAGES)}",
                             SUITE, root, debian_mirror()], check=True, capture_output=True, timeout=900)
@@ -93,7 +94,7 @@ def base_image() -> str:
             subprocess.run([require_tool("podman"), "import", "-", tag], stdin=tar.stdout, check=True,
                            capture_output=True, timeout=300)
             assert tar.wait() == 0
-    return tag
+    return tag, time.monotonic() - started
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Built:
     image: str
     seconds: float
     size_bytes: int
+    base_seconds: float | None  # None: the base was kept from an earlier run
 
 
 def build_image() -> Built:
@@ -109,7 +111,7 @@ def build_image() -> Built:
     pip in the build reaches the package index as the host does: through the host's network, trusting
     the host's CAs (this machine's egress proxy has its own), mounted for the build only, so the image
     holds Debian's own bundle. Debian's pip reads the system bundle, not certifi's."""
-    base = base_image()
+    base, base_seconds = base_image()
     with _exclusive():
         started = time.monotonic()
         podman("build", "--format", "docker", "--network", "host", *ULIMITS, "--volume", f"{HOST_CAS}:{HOST_CAS}:ro",
@@ -117,7 +119,7 @@ def build_image() -> Built:
                timeout=900)
         seconds = time.monotonic() - started
     size = int(json.loads(podman("image", "inspect", IMAGE).stdout)[0]["Size"])
-    return Built(IMAGE, seconds, size)
+    return Built(IMAGE, seconds, size, base_seconds)
 
 
 def inspect(container: str) -> dict:

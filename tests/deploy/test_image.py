@@ -33,12 +33,12 @@ WAIT = 60  # seconds for a container to serve its first complete poll, on a slow
 def built(pytestconfig: pytest.Config) -> Built:
     require_podman()
     result = build_image()
-    line = (f"image {result.image}: built in {result.seconds:.1f} s, "
+    base = "kept" if result.base_seconds is None else f"made in {result.base_seconds:.0f} s"
+    line = (f"image {result.image}: built in {result.seconds:.1f} s (base {base}), "
             f"{result.size_bytes / 1e6:.0f} MB (podman's size, uncompressed)")
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n{line}")
-    print(line)
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{line}", flush=True)  # on the terminal, whatever pytest captures
     return result
 
 
