@@ -13,6 +13,7 @@ import os
 import ssl
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from cmx_connect_exporter.settings import DEFAULT_PORT, env_name, parse_listen_address
@@ -22,7 +23,7 @@ TIMEOUT = 4.0  # under the HEALTHCHECK's --timeout of 5 s
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-def healthz_url(environ: dict[str, str] | os._Environ[str]) -> str:
+def healthz_url(environ: Mapping[str, str]) -> str:
     """The exporter's /healthz as seen from inside its container. Raises ValueError (WebConfigError is one)."""
     host, port = parse_listen_address(environ.get(env_name("listen_address"), f":{DEFAULT_PORT}"))
     host = _LOOPBACK.get(host, host)
