@@ -13,6 +13,7 @@ from typing import NoReturn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from cmx_connect_exporter.credentials import ClientCredentials
+from cmx_connect_exporter.exposition.processes import process_registry
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.polling.handle import PollWorker
@@ -40,7 +41,8 @@ def exporter_version() -> str:
 def run(settings: Settings, stop: threading.Event, password: str | None, reloader: Reloader) -> None:
     """Serve until ``stop`` is set; ``reloader`` re-reads the files it watches."""
     with ExitStack() as cleanup:
-        state = State(settings.stale_after_seconds, exporter_version())
+        state = State(settings.stale_after_seconds, exporter_version(),  # the worker's pid is read at each scrape
+                      live=process_registry(worker_pid=lambda: worker.pid))
         schedulers: list[BackgroundScheduler] = []  # the one started below
         server = HttpServer(make_app(state, healthy=lambda: any(s.running for s in schedulers)), settings.web_config)
         host, port = settings.listen
