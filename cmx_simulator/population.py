@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cmx_connect_exporter.counting.dimensions import NEW, PORTAL, PORTAL_TYPE, RETURNING, SITE, VISIT
 from cmx_simulator.vocabulary import (
     GUEST_POOL,
     LABELS,
@@ -281,12 +282,16 @@ class Population:
     # --- ground truth -----------------------------------------------------------------
 
     def active_counts(self) -> ActiveCounts:
-        """Ground truth for status=active, from the canonical values the generator chose."""
+        """Ground truth for status=active, every dimension of the catalogue, from what the generator chose."""
         combos = +self._active_labels  # drops zero counts
         by_label: dict[str, Counter[str]] = {label: Counter() for label in LABELS}
         for labels, n in combos.items():
             for label, value in zip(LABELS, labels, strict=True):
                 by_label[label][value] += n
+        venue = VenueCounts.of(self.active_sessions())
+        visits = {NEW: venue.new, RETURNING: venue.returning}
+        by_label |= {SITE.label: Counter(venue.by_site), PORTAL.label: Counter(venue.by_portal),
+                     PORTAL_TYPE.label: Counter(venue.by_portal_type), VISIT.label: +Counter(visits)}
         return ActiveCounts(total=sum(combos.values()), by_label={k: dict(v) for k, v in by_label.items()})
 
     def active_sessions(self) -> list[SessionTruth]:

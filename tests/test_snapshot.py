@@ -10,7 +10,22 @@ from pathlib import Path
 import pytest
 import responses
 
-from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, AUTHTYPE, DIMENSIONS
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    AUTHTYPE,
+    BYTES,
+    BYTES_KEYS,
+    DIMENSIONS,
+    DIRECTION,
+    DWELL,
+    DWELL_BUCKETS,
+    LOGINS,
+    PORTAL,
+    PORTAL_TYPE,
+    SITE,
+    UNREADABLE_LOGIN_TIME,
+    VISIT,
+)
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.outcome import REASONS, PollError
 from cmx_connect_exporter.polling.poll import count_active_sessions
@@ -35,7 +50,8 @@ class Clock:
 def recorded_poll_state(clock: Clock) -> State:
     for n in range(3):
         add_page(responses.mock, 4 * n, 4, (HERE / "fixtures" / f"clients-page{n}.json").read_bytes())
-    counts = count_active_sessions(make_client().fetch_body, page_size=4, max_pages=10, max_label_values=50)
+    counts = count_active_sessions(make_client().fetch_body, page_size=4, max_pages=10, max_label_values=50,
+                                   now=clock.now)
     state = State(stale_after=180, version="1.2.3", clock=clock)
     state.record_success(counts, duration=0.25, requests=len(responses.calls))
     return state
@@ -67,6 +83,41 @@ def test_golden_counts_match_the_fixtures() -> None:
     sms = sum(1 for r in records.values() if r[AUTHTYPE.keys[0]] == "SMS")
     assert got.get((AUTHTYPE.metric, ((AUTHTYPE.label, "SMS"),)), 0) == sms
     assert got[("cmx_connect_poll_requests", ())] == 3
+
+
+# Worked out by hand from the fixture records, at the Clock's 1,795,000,000 (2026-11-18 07:06:40 in the
+# fixtures' UTC-4): (site, visit, dwell in seconds or None when unreadable). One record is on two pages.
+BY_HAND = {
+    "aa:bb:cc:00:00:00": ("North Stand", "new", 0),  # epoch ms numbers, logged in right now
+    "aa:bb:cc:00:00:01": ("North Stand", "new", 1000),  # local times, 06:41:40 and 06:50:00
+    "aa:bb:cc:00:00:02": ("South Stand", "returning", 4000),  # "site" key; ISO with offset; first 3 days ago
+    "aa:bb:cc:00:00:03": ("unknown", "returning", 20000),  # site null; epoch s text; ISO without offset
+    "aa:bb:cc:00:00:04": ("South Stand", "unknown", None),  # lastLoginTime "yesterday evening"; lastLogoutTIme
+    "aa:bb:cc:00:00:05": ("North Stand", "new", 0),  # local time 2 minutes ahead, with a fraction: clock skew
+    "aa:bb:cc:00:00:06": ("North Stand", "returning", 90000),  # site " North  Stand "; no portal, no type
+}
+
+
+def test_golden_venue_figures_match_the_records_by_hand() -> None:
+    records = {rec["macAddress"]: rec for n in range(3)
+               for rec in json.loads((HERE / "fixtures" / f"clients-page{n}.json").read_text())["records"]}
+    assert records.keys() == BY_HAND.keys()
+    got = samples(recorded_poll_state(Clock()))
+    for dimension, slot in ((SITE, 0), (VISIT, 1)):
+        for value in {row[slot] for row in BY_HAND.values()}:
+            expected = sum(row[slot] == value for row in BY_HAND.values())
+            assert got[(dimension.metric, ((dimension.label, value),))] == expected
+    dwells = [row[2] for row in BY_HAND.values() if row[2] is not None]
+    for bound in DWELL_BUCKETS:
+        assert got[(DWELL.metric + "_bucket", (("le", f"{bound:g}"),))] == sum(d <= bound for d in dwells)
+    assert got[(DWELL.metric + "_bucket", (("le", "+Inf"),))] == got[(DWELL.metric + "_count", ())] == 6
+    assert got[(DWELL.metric + "_sum", ())] == sum(dwells) == 115000
+    assert got[(UNREADABLE_LOGIN_TIME.metric, ())] == 1
+    for direction, key in BYTES_KEYS.items():
+        assert got[(BYTES.metric, ((DIRECTION, direction),))] == sum(int(r[key]) for r in records.values())
+    assert got[(PORTAL.metric, ((PORTAL.label, "unknown"),))] == 1
+    assert got[(PORTAL_TYPE.metric, ((PORTAL_TYPE.label, "FACEBOOK"),))] == 1
+    assert got[(LOGINS.metric + "_total", ())] == 0, "the first poll counts no login"
 
 
 def test_no_personal_data_in_the_exposition() -> None:

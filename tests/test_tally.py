@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import responses
 
-from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS
+from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS, VISIT
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, cap_values, normalise
 from cmx_connect_exporter.outcome import PollError
 from cmx_pages import add_page, envelope, poll, record, serve_pages
@@ -93,18 +93,20 @@ def test_normalise_reads_a_huge_value_no_further_than_its_start() -> None:
 
 
 def test_tally_keeps_no_long_label_value() -> None:
-    """A server sending huge distinct values must not grow the poll's memory by them."""
-    tally = Tally()
+    """A server sending huge distinct values, label or time, must not grow the poll's memory by them."""
+    read = [d for d in DIMENSIONS if not d.derived]
+    tally = Tally(labels=[d.label for d in read])
     tracemalloc.start()
     try:
         for page in range(4):
-            tally.add_page([record(**{d.keys[0]: f"{page} {d.label} " + "x" * (3 << 20) for d in DIMENSIONS})])
+            tally.add_page([record(**{key: f"{page} {key} " + "x" * (3 << 20)
+                                      for key in (*(d.keys[0] for d in read), *VISIT.keys)})], -14400000)
         kept = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
     assert kept < 1 << 20, f"{kept / (1 << 20):.1f} MiB kept after 4 pages of four 3 MiB values"
     counts = tally.counts(max_label_values=50)
-    assert counts.total == 4
+    assert counts.total == 4 == counts.unreadable_login_time
     assert all(len(value) == MAX_VALUE_LENGTH for values in counts.by_label.values() for value in values)
 
 

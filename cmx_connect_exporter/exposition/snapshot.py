@@ -15,10 +15,20 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, DIMENSIONS
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    ACTIVE_SESSIONS_HELP,
+    BYTES,
+    DIMENSIONS,
+    DIRECTION,
+    DWELL,
+    DWELL_BUCKETS,
+    LOGINS,
+    UNREADABLE_LOGIN_TIME,
+)
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
     LAST_SUCCESS,
@@ -45,6 +55,7 @@ class Snapshot:
     poll_requests: int | None = None
     errors: Mapping[str, int] = field(default_factory=_zero_errors)
     last_error: str | None = None
+    logins: int = 0  # logins counted by every completed poll since the start
 
     def fresh_counts(self, now: float, stale_after: float) -> Counts | None:
         """The counts to publish: those of the last success, until they are ``stale_after`` seconds old."""
@@ -66,6 +77,7 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily(UP.name, UP.help, value=int(snap.up))
         if (counts := snap.fresh_counts(self._clock(), self._stale_after)) is not None:
             yield from _session_families(counts)
+        yield CounterMetricFamily(LOGINS.metric, LOGINS.help, value=snap.logins)
         if snap.last_success is not None:
             yield GaugeMetricFamily(LAST_SUCCESS.name, LAST_SUCCESS.help, value=snap.last_success)
         if snap.poll_duration is not None:
@@ -82,12 +94,29 @@ class SnapshotCollector(Collector):
 
 
 def _session_families(counts: Counts) -> Iterator[Metric]:
-    yield GaugeMetricFamily(ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, value=counts.total)
-    for dimension in DIMENSIONS:
-        family = GaugeMetricFamily(dimension.metric, dimension.help, labels=[dimension.label])
-        for value, count in sorted(counts.by_label[dimension.label].items()):
-            family.add_metric([value], count)
-        yield family
+    """The active-session families; with a split, each sample of each carries the split label first."""
+    split = [counts.split_by] if counts.split_by else []
+    groups = [([value], sub) for value, sub in sorted(counts.by_split.items())] if split else [([], counts)]
+    total = GaugeMetricFamily(ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, labels=split)
+    dwell = HistogramMetricFamily(DWELL.metric, DWELL.help, labels=split)
+    sent_received = GaugeMetricFamily(BYTES.metric, BYTES.help, labels=[*split, DIRECTION])
+    by_label = {d.label: GaugeMetricFamily(d.metric, d.help, labels=[*split, d.label])
+                for d in DIMENSIONS if any(d.label in sub.by_label for _, sub in groups)}
+    for at, sub in groups:
+        total.add_metric(at, sub.total)
+        for label, family in by_label.items():
+            for value, count in sorted(sub.by_label.get(label, {}).items()):
+                family.add_metric([*at, value], count)
+        bounds = [(f"{bound:g}", n) for bound, n in zip(DWELL_BUCKETS, sub.dwell.buckets, strict=True)]
+        dwell.add_metric(at, [*bounds, ("+Inf", sub.dwell.count)], sub.dwell.sum)
+        sent_received.add_metric([*at, "sent"], sub.bytes_sent)
+        sent_received.add_metric([*at, "received"], sub.bytes_received)
+    yield total
+    yield from by_label.values()
+    yield dwell
+    yield sent_received
+    yield GaugeMetricFamily(UNREADABLE_LOGIN_TIME.metric, UNREADABLE_LOGIN_TIME.help,
+                            value=counts.unreadable_login_time)
 
 
 class State:
@@ -108,7 +137,8 @@ class State:
 
     def record_success(self, counts: Counts, duration: float, requests: int) -> None:
         self._swap(lambda s: replace(s, up=True, counts=counts, last_success=self._clock(),
-                                     poll_duration=duration, poll_requests=requests, last_error=None))
+                                     poll_duration=duration, poll_requests=requests, last_error=None,
+                                     logins=s.logins + counts.logins))
 
     def record_failure(self, error: PollError, requests: int | None) -> None:
         """``requests`` None (a poll whose worker died) takes the requests gauge away: its value is unknown."""

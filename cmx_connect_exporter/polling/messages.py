@@ -9,6 +9,7 @@ import pickle
 import struct
 from dataclasses import dataclass, field
 
+from cmx_connect_exporter.counting.dimensions import LABELS
 from cmx_connect_exporter.outcome import Counts, PollError
 
 # Each answer is framed by its size, so the parent can read it against a deadline.
@@ -45,6 +46,8 @@ class PollRequest:
     max_label_values: int
     concurrency: int
     poll_timeout: float
+    dimensions: tuple[str, ...] = LABELS  # the breakdowns to count, by label (CMX_DIMENSIONS)
+    split_by: str | None = None  # a label every active-session family is split by (CMX_SPLIT_BY)
 
 
 @dataclass(frozen=True, slots=True)

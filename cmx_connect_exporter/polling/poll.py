@@ -6,26 +6,35 @@ import time
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.paging import FetchBody, walk
-from cmx_connect_exporter.counting.tally import Tally
+from cmx_connect_exporter.counting.dimensions import LABELS
+from cmx_connect_exporter.counting.tally import LoginTracker, Tally
 from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest
 
 
 def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: int, max_label_values: int,
-                          concurrency: int = 1, expected_sessions: int = 0,
-                          poll_timeout: float | None = None) -> Counts:
+                          concurrency: int = 1, expected_sessions: int = 0, poll_timeout: float | None = None,
+                          dimensions: tuple[str, ...] = LABELS, split_by: str | None = None,
+                          logins: LoginTracker | None = None, now: float | None = None) -> Counts:
     """Walk the pages and count. Raises PollError; a failed poll yields no counts at all.
 
     ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front,
-    and tells concurrent fetching where the list probably ends.
+    and tells concurrent fetching where the list probably ends. ``logins`` holds the last
+    completed poll's logins, and takes this poll's when it completes. Dwell is measured to
+    ``now`` (epoch seconds; by default the poll's start).
     """
-    tally = Tally(expected_sessions)
+    seen = logins.start(expected_sessions) if logins is not None else None
+    tally = Tally(expected_sessions, labels=dimensions, split_by=split_by, logins=seen, now=now)
     walk(fetch_body, tally.add_page, page_size=page_size, max_pages=max_pages, concurrency=concurrency,
          expected_sessions=expected_sessions, poll_timeout=poll_timeout)
-    return tally.counts(max_label_values)
+    counts = tally.counts(max_label_values)
+    if logins is not None and seen is not None:
+        logins.commit(seen)
+    return counts
 
 
-def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0) -> PollOutcome:
+def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0,
+             logins: LoginTracker | None = None) -> PollOutcome:
     """One poll with ``client``; failures are returned, never raised."""
     before = client.requests_made
     started = time.monotonic()
@@ -34,7 +43,8 @@ def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0
         result: Counts | PollError = count_active_sessions(
             client.fetch_body, page_size=request.page_size, max_pages=request.max_pages,
             max_label_values=request.max_label_values, concurrency=request.concurrency,
-            expected_sessions=expected_sessions, poll_timeout=request.poll_timeout)
+            expected_sessions=expected_sessions, poll_timeout=request.poll_timeout,
+            dimensions=request.dimensions, split_by=request.split_by, logins=logins)
     except PollError as error:
         result = error
     except Exception as exc:  # a bug, or an input we did not foresee: say so, leak nothing

@@ -40,6 +40,8 @@ class Poller:
                 max_label_values=self._settings.max_label_values,
                 concurrency=self._settings.concurrency,
                 poll_timeout=self._settings.poll_timeout_seconds,
+                dimensions=self._settings.dimension_labels,
+                split_by=self._settings.split_label,
             ))
         except WorkerClosed:
             return
