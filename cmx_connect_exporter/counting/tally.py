@@ -35,6 +35,7 @@ MAX_TRACKED_VALUES = 10_000
 _MAX_CACHED_VALUES = 4096
 _SENT_KEY, _RECEIVED_KEY = BYTES_KEYS["sent"], BYTES_KEYS["received"]
 _MAX_BYTES_DIGITS = 20
+_PAIR_MASK = (1 << 64) - 1
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
@@ -85,7 +86,7 @@ class Logins:
         self.new = 0
 
     def see(self, key: int, login: float) -> None:
-        pair = hash((key, login)) & 0xFFFF_FFFF_FFFF_FFFF
+        pair = hash((key, login)) & _PAIR_MASK
         if self.seen.add(pair) and self._previous is not None and pair not in self._previous:
             self.new += 1
 

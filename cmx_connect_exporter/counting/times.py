@@ -44,10 +44,9 @@ def epoch_seconds(value: Any, offset_s: int | None) -> float | None:
     if cls is str:
         if len(value) > _MAX_TEXT:
             return None
-        text = value.strip()
-        if _NUMBER.fullmatch(text):
-            return _from_number(float(text))
-        return _from_text(text, offset_s)
+        if value.isdigit() and value.isascii():
+            return _from_number(int(value))
+        return _from_text(value.strip(), offset_s)
     if cls is int or cls is float:
         return _from_number(value)
     return None  # null, bool, lists and objects
@@ -62,8 +61,8 @@ def _from_number(number: float) -> float | None:
 def _from_text(text: str, offset_s: int | None) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
+    except ValueError:  # the rarer forms: a number with spaces around it, or a fraction
+        return _from_number(float(text)) if _NUMBER.fullmatch(text) else None
     if moment.tzinfo is not None:
         return moment.timestamp()
     if offset_s is None:
