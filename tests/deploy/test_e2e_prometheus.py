@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from cmx_connect_exporter.counting.dimensions import SITE
+from cmx_simulator.vocabulary import SITES
+
 from . import dashboard as board
 from .dockerfile import healthcheck_command
 from .support import DEPLOY, ROOT, load_yaml, require_tool
@@ -158,6 +161,7 @@ def grafana_values(stack, selected):
     return {
         "job": escaped(stack.job) if selected else ".*",
         "instance": escaped(stack.instance) if selected else ".*",
+        SITE.label: escaped(next(iter(SITES))) if selected else ".*",  # the simulator's largest site
         "__interval": f"{interval}s",
         "__interval_ms": str(interval * 1000),
         "__rate_interval": f"{max(interval + scrape, 4 * scrape)}s",
