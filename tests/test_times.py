@@ -8,7 +8,7 @@ import pytest
 
 from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS, LAST_LOGIN_KEY, VISIT
 from cmx_connect_exporter.counting.tally import LoginTracker, Tally
-from cmx_connect_exporter.counting.times import epoch_seconds, last_local_midnight, offset_seconds
+from cmx_connect_exporter.counting.times import epoch_seconds, offset_seconds
 from cmx_pages import record
 
 EST_MS = -14_400_000  # the reference's sample timeZoneOffset: UTC-4, in milliseconds
@@ -51,11 +51,6 @@ def test_local_times_need_the_servers_offset() -> None:
 ])
 def test_time_zone_offset_units(sent: int | None, seconds: int | None) -> None:
     assert offset_seconds(sent) == seconds
-
-
-def test_last_local_midnight_is_in_cmxs_zone() -> None:
-    assert last_local_midnight(T, -14400) == T - (7 * 3600 + 6 * 60 + 40)
-    assert last_local_midnight(T, 0) == T - (11 * 3600 + 6 * 60 + 40)
 
 
 def tally_of(records: list[dict[str, Any]], now: float = T, tz_offset: int | None = EST_MS) -> Tally:

@@ -74,8 +74,3 @@ def local_day(epoch_s: float, offset_s: int) -> int:
     """The day an instant falls on in CMX's local time, counted from 1970-01-01."""
     return int((epoch_s + offset_s) // DAY)
 
-
-def last_local_midnight(now: float, offset_s: int) -> int:
-    """Epoch seconds of the start of today in CMX's local time."""
-    return local_day(now, offset_s) * DAY - offset_s
-
