@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from cmx_connect_exporter.cmx.client import CmxClient
-from cmx_connect_exporter.cmx.paging import FetchBody, walk
+from cmx_connect_exporter.cmx.paging import FetchBody, PageThreads, walk
 from cmx_connect_exporter.counting.dimensions import LABELS
 from cmx_connect_exporter.counting.tally import LoginTracker, Tally
 from cmx_connect_exporter.outcome import Counts, PollError
@@ -14,8 +14,9 @@ from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest
 
 def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: int, max_label_values: int,
                           concurrency: int = 1, expected_sessions: int = 0, poll_timeout: float | None = None,
-                          dimensions: tuple[str, ...] = LABELS, split_by: str | None = None,
-                          logins: LoginTracker | None = None, now: float | None = None) -> Counts:
+                          threads: PageThreads | None = None, dimensions: tuple[str, ...] = LABELS,
+                          split_by: str | None = None, logins: LoginTracker | None = None,
+                          now: float | None = None) -> Counts:
     """Walk the pages and count. Raises PollError; a failed poll yields no counts at all.
 
     ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front,
@@ -26,7 +27,7 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
     seen = logins.start(expected_sessions) if logins is not None else None
     tally = Tally(expected_sessions, labels=dimensions, split_by=split_by, logins=seen, now=now)
     walk(fetch_body, tally.add_page, page_size=page_size, max_pages=max_pages, concurrency=concurrency,
-         expected_sessions=expected_sessions, poll_timeout=poll_timeout)
+         expected_sessions=expected_sessions, poll_timeout=poll_timeout, threads=threads)
     counts = tally.counts(max_label_values)
     if logins is not None and seen is not None:
         logins.commit(seen)
@@ -34,7 +35,7 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
 
 
 def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0,
-             logins: LoginTracker | None = None) -> PollOutcome:
+             threads: PageThreads | None = None, logins: LoginTracker | None = None) -> PollOutcome:
     """One poll with ``client``; failures are returned, never raised."""
     before = client.requests_made
     started = time.monotonic()
@@ -43,7 +44,7 @@ def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0
         result: Counts | PollError = count_active_sessions(
             client.fetch_body, page_size=request.page_size, max_pages=request.max_pages,
             max_label_values=request.max_label_values, concurrency=request.concurrency,
-            expected_sessions=expected_sessions, poll_timeout=request.poll_timeout,
+            expected_sessions=expected_sessions, poll_timeout=request.poll_timeout, threads=threads,
             dimensions=request.dimensions, split_by=request.split_by, logins=logins)
     except PollError as error:
         result = error

@@ -19,6 +19,7 @@ import sys
 from typing import BinaryIO
 
 from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.cmx.paging import PageThreads
 from cmx_connect_exporter.counting.tally import LoginTracker
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.outcome import Counts
@@ -33,7 +34,9 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     """The worker's loop: a Hello first, then one poll per request, until the parent is gone.
 
     The worker keeps the last total itself: it sizes the next poll's table and tells the
-    prefetcher where the list probably ends. It keeps the last poll's logins too, to count the new ones.
+    prefetcher where the list probably ends. It keeps the page threads too, so that a poll
+    need not wait for its requests past the end (the next poll does, before it starts), and the
+    last poll's logins, to count the new ones.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.nice(WORKER_NICENESS)
@@ -46,13 +49,18 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     client = CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
                        verify=options.verify, max_retry_wait=options.max_retry_wait)
     last_total = 0
+    threads: PageThreads | None = None
     logins = LoginTracker()
     while True:
         try:
             request: PollRequest = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
-        outcome = run_poll(client, request, last_total, logins)
+        if threads is None or threads.size != request.concurrency:
+            if threads is not None:
+                threads.close()
+            threads = PageThreads(request.concurrency)
+        outcome = run_poll(client, request, last_total, threads, logins)
         if isinstance(outcome.result, Counts):
             last_total = outcome.result.total
         replies_out.write(framed(outcome))
