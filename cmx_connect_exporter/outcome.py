@@ -15,6 +15,9 @@ from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS
 # "internal" is the exporter's own failure (a bug, a poll worker that died), never CMX's.
 Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination", "internal"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
+# Which query of CMX failed: the active sessions, or the opt-in visitors of the day (CMX_VISITORS_TODAY).
+Query = Literal["active", "visitors_today"]
+QUERIES: tuple[Query, ...] = get_args(Query)
 
 
 class PollError(Exception):
@@ -56,3 +59,12 @@ class Counts:
     logins: int = 0  # logins since the last completed poll; 0 on the first
     split_by: str | None = None
     by_split: Mapping[str, Counts] = field(default_factory=dict)
+    tz_offset: int | None = None  # the envelope's timeZoneOffset, as sent: where CMX's local midnight lies
+
+
+@dataclass(frozen=True, slots=True)
+class Visitors:
+    """Distinct sessions with a login since CMX's last local midnight, and how many were new or returning."""
+
+    total: int
+    by_visit: Mapping[str, int]

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     split_by: str = Field("none", description="a label to put on every active-session family, so each "
                                               f"{'/'.join(d.label for d in SPLITS)} has its own counts: "
                                               f"none or {' or '.join(d.label for d in SPLITS)}")
+    visitors_today: bool = Field(False, description="after each poll, also count the sessions with a login since "
+                                                    "CMX's local midnight: a second paged query of CMX")
     demo: bool = Field(False, description="poll a built-in CMX simulator instead of a real server")
     _web_config: WebConfig = PrivateAttr()
 

@@ -22,7 +22,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISIT,
 )
 from cmx_simulator import Simulator
-from exporter_process import ExporterProcess, session_counts, up
+from exporter_process import ExporterProcess, poll_errors, session_counts, up
 from tool_policy import require_tool
 
 
@@ -75,7 +75,7 @@ def test_wrong_password_is_an_auth_error_and_the_process_lives_on(simulator: Sim
     args = cmx_args(simulator)
     args[args.index("integration-pw")] = "wrong-pw-canary"
     with ExporterProcess(*args) as exporter:
-        samples = exporter.wait_for(lambda s: s.get(("cmx_connect_poll_errors_total", (("reason", "auth"),)), 0) >= 2)
+        samples = exporter.wait_for(lambda s: poll_errors(s).get("auth", 0) >= 2)
         assert not up(samples)
         assert ("cmx_connect_active_sessions", ()) not in samples
         assert requests.get(exporter.url + "/healthz", timeout=5).status_code == 200

@@ -132,7 +132,7 @@ def test_before_the_first_poll_up_is_zero_and_there_are_no_sessions() -> None:
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 0
     assert not names(state) & SESSION_METRICS
-    assert {got[("cmx_connect_poll_errors_total", (("reason", r),))] for r in REASONS} == {0}
+    assert {got[("cmx_connect_poll_errors_total", (("query", "active"), ("reason", r)))] for r in REASONS} == {0}
 
 
 def test_failure_keeps_counts_until_stale_then_drops_them() -> None:
@@ -143,7 +143,7 @@ def test_failure_keeps_counts_until_stale_then_drops_them() -> None:
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 0
     assert got[("cmx_connect_active_sessions", ())] == 7
-    assert got[("cmx_connect_poll_errors_total", (("reason", "timeout"),))] == 1
+    assert got[("cmx_connect_poll_errors_total", (("query", "active"), ("reason", "timeout")))] == 1
     assert got[("cmx_connect_poll_requests", ())] == 4
     clock.now += 120  # exactly stale_after since the success: still shown
     assert "cmx_connect_active_sessions" in names(state)
@@ -163,7 +163,7 @@ def test_recovery_brings_fresh_counts_back() -> None:
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 1
     assert got[("cmx_connect_active_sessions", ())] == 7
-    assert got[("cmx_connect_poll_errors_total", (("reason", "auth"),))] == 1
+    assert got[("cmx_connect_poll_errors_total", (("query", "active"), ("reason", "auth")))] == 1
 
 
 def test_scrapes_between_polls_reuse_one_rendering() -> None:

@@ -93,3 +93,13 @@ LOGINS = Measure(  # a counter's name without _total, as prometheus_client takes
     "Logins seen: sessions whose (session, lastLoginTime) was not in the previous completed poll. "
     "The first poll after a start counts none.",
 )
+VISITORS_TODAY = Measure(
+    "cmx_connect_visitors_today",
+    "Distinct guest sessions with a login since the last local midnight in CMX's time zone (CMX_VISITORS_TODAY), "
+    f"{CACHED}.",
+)
+VISITORS_TODAY_BY_VISIT = Measure(
+    "cmx_connect_visitors_today_by_visit",
+    "Distinct guest sessions with a login since the last local midnight in CMX's time zone, new or returning "
+    f"(CMX_VISITORS_TODAY), {CACHED}.",
+)

@@ -149,6 +149,7 @@ class Tally:
                  now: float | None = None, logins: Logins | None = None) -> None:
         self.total = 0
         self.unreadable_login_time = 0
+        self.tz_offset: int | None = None  # the last page's timeZoneOffset, as sent
         self._seen = SeenKeys(expected_sessions)
         self._now = time.time() if now is None else now
         self._logins = logins
@@ -181,6 +182,7 @@ class Tally:
         ``tz_offset`` is the page's timeZoneOffset, which local times are read in.
         """
         new = 0
+        self.tz_offset = tz_offset
         seen_add = self._seen.add
         cache = self._cache
         keys = self._keys
@@ -242,7 +244,7 @@ class Tally:
     def counts(self, max_label_values: int) -> Counts:
         """The counts, each label capped at ``max_label_values`` series; split values are capped so too."""
         whole = {"unreadable_login_time": self.unreadable_login_time,
-                 "logins": self._logins.new if self._logins else 0}
+                 "logins": self._logins.new if self._logins else 0, "tz_offset": self.tz_offset}
         if self._single is not None:
             return replace(self._single.counts(self._labels, max_label_values), **whole)
         ranked = sorted(self._groups.items(), key=lambda kv: (-kv[1].total, kv[0] == OTHER, kv[0]))

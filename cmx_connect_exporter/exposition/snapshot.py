@@ -28,6 +28,9 @@ from cmx_connect_exporter.counting.dimensions import (
     DWELL_BUCKETS,
     LOGINS,
     UNREADABLE_LOGIN_TIME,
+    VISIT,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
 )
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
@@ -37,11 +40,16 @@ from cmx_connect_exporter.exposition.names import (
     POLL_REQUESTS,
     UP,
 )
-from cmx_connect_exporter.outcome import REASONS, Counts, PollError
+from cmx_connect_exporter.outcome import QUERIES, REASONS, Counts, PollError, Query, Reason, Visitors
+
+ACTIVE: Query = "active"
+VISITORS_TODAY_QUERY: Query = "visitors_today"
+Errors = Mapping[Query, Mapping[Reason, int]]
 
 
-def _zero_errors() -> Mapping[str, int]:
-    return MappingProxyType(dict.fromkeys(REASONS, 0))
+def zero_errors(queries: tuple[Query, ...] = QUERIES[:1]) -> Errors:
+    """Every reason at 0 for each query the exporter makes, so that rates work from the start."""
+    return MappingProxyType({query: MappingProxyType(dict.fromkeys(REASONS, 0)) for query in queries})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +61,29 @@ class Snapshot:
     last_success: float | None = None
     poll_duration: float | None = None
     poll_requests: int | None = None
-    errors: Mapping[str, int] = field(default_factory=_zero_errors)
+    errors: Errors = field(default_factory=zero_errors)
     last_error: str | None = None
     logins: int = 0  # logins counted by every completed poll since the start
+    visitors: Visitors | None = None
+    visitors_at: float | None = None  # when the visitors of the day were last counted
 
     def fresh_counts(self, now: float, stale_after: float) -> Counts | None:
         """The counts to publish: those of the last success, until they are ``stale_after`` seconds old."""
         if self.last_success is None or now - self.last_success > stale_after:
             return None
         return self.counts
+
+    def fresh_visitors(self, now: float, stale_after: float) -> Visitors | None:
+        """The visitors of the day, under the same rule as the counts."""
+        if self.visitors_at is None or now - self.visitors_at > stale_after:
+            return None
+        return self.visitors
+
+    def expires(self, now: float, stale_after: float) -> float:
+        """When what is published now goes stale, and the text must be rendered again."""
+        fresh = [at + stale_after for at in (self.last_success, self.visitors_at)
+                 if at is not None and now - at <= stale_after]
+        return min(fresh, default=math.inf)
 
 
 class SnapshotCollector(Collector):
@@ -84,9 +106,17 @@ class SnapshotCollector(Collector):
             yield GaugeMetricFamily(POLL_DURATION.name, POLL_DURATION.help, value=snap.poll_duration)
         if snap.poll_requests is not None:
             yield GaugeMetricFamily(POLL_REQUESTS.name, POLL_REQUESTS.help, value=snap.poll_requests)
-        errors = CounterMetricFamily(POLL_ERRORS.name, POLL_ERRORS.help, labels=["reason"])
-        for reason, count in snap.errors.items():
-            errors.add_metric([reason], count)
+        if (visitors := snap.fresh_visitors(self._clock(), self._stale_after)) is not None:
+            yield GaugeMetricFamily(VISITORS_TODAY.metric, VISITORS_TODAY.help, value=visitors.total)
+            by_visit = GaugeMetricFamily(VISITORS_TODAY_BY_VISIT.metric, VISITORS_TODAY_BY_VISIT.help,
+                                         labels=[VISIT.label])
+            for value, count in sorted(visitors.by_visit.items()):
+                by_visit.add_metric([value], count)
+            yield by_visit
+        errors = CounterMetricFamily(POLL_ERRORS.name, POLL_ERRORS.help, labels=["query", "reason"])
+        for query, by_reason in snap.errors.items():
+            for reason, count in by_reason.items():
+                errors.add_metric([query, reason], count)
         yield errors
         info = GaugeMetricFamily(BUILD_INFO.name, BUILD_INFO.help, labels=["version"])
         info.add_metric([self._version], 1)
@@ -122,11 +152,12 @@ def _session_families(counts: Counts) -> Iterator[Metric]:
 class State:
     """The current snapshot and its rendered text, both replaced atomically."""
 
-    def __init__(self, stale_after: float, version: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, stale_after: float, version: str, clock: Callable[[], float] = time.time,
+                 queries: tuple[Query, ...] = (ACTIVE,)) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._stale_after = stale_after
-        self._snapshot = Snapshot()
+        self._snapshot = Snapshot(errors=zero_errors(queries))
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(lambda: self._snapshot, stale_after, version, clock))
         self._rendered = self._render()
@@ -140,13 +171,22 @@ class State:
                                      poll_duration=duration, poll_requests=requests, last_error=None,
                                      logins=s.logins + counts.logins))
 
-    def record_failure(self, error: PollError, requests: int | None) -> None:
-        """``requests`` None (a poll whose worker died) takes the requests gauge away: its value is unknown."""
+    def record_visitors(self, visitors: Visitors) -> None:
+        self._swap(lambda s: replace(s, visitors=visitors, visitors_at=self._clock()))
+
+    def record_failure(self, error: PollError, requests: int | None, query: Query = ACTIVE) -> None:
+        """``requests`` None (a poll whose worker died) takes the requests gauge away: its value is unknown.
+
+        A failed visitors-of-the-day query is only counted: up, the requests and the last error
+        are the active poll's.
+        """
         def failed(s: Snapshot) -> Snapshot:
-            errors = dict(s.errors)
-            errors[error.reason] += 1
-            return replace(s, up=False, poll_requests=requests, errors=MappingProxyType(errors),
-                           last_error=f"{error.reason}: {error}")
+            by_reason = dict(s.errors.get(query, dict.fromkeys(REASONS, 0)))
+            by_reason[error.reason] += 1
+            errors = MappingProxyType({**s.errors, query: MappingProxyType(by_reason)})
+            if query != ACTIVE:
+                return replace(s, errors=errors)
+            return replace(s, up=False, poll_requests=requests, errors=errors, last_error=f"{error.reason}: {error}")
         self._swap(failed)
 
     def exposition(self) -> bytes:
@@ -164,7 +204,4 @@ class State:
             self._rendered = self._render()
 
     def _render(self) -> tuple[bytes, float]:
-        snap = self._snapshot
-        fresh = snap.fresh_counts(self._clock(), self._stale_after) is not None
-        expires = snap.last_success + self._stale_after if fresh and snap.last_success else math.inf
-        return generate_latest(self.registry), expires
+        return generate_latest(self.registry), self._snapshot.expires(self._clock(), self._stale_after)

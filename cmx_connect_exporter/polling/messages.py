@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 from cmx_connect_exporter.counting.dimensions import LABELS
-from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.outcome import Counts, PollError, Visitors
 
 # Each answer is framed by its size, so the parent can read it against a deadline.
 SIZE = struct.Struct("!I")
@@ -51,10 +51,20 @@ class PollRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitorsRequest:
+    """The visitors of the day (CMX_VISITORS_TODAY): every session with a login since CMX's local midnight."""
+
+    page_size: int
+    max_pages: int
+    concurrency: int
+    poll_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class PollOutcome:
     """What one poll found, the HTTP requests it made, and how long it took in the worker (never its start)."""
 
-    result: Counts | PollError
+    result: Counts | Visitors | PollError
     requests: int | None  # None when the worker died with the poll: its cost is unknown
     duration: float
 
