@@ -8,6 +8,7 @@ compact. Not thread-safe: the simulator serialises every call.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import Counter
@@ -296,8 +297,15 @@ class Population:
 
     def active_sessions(self) -> list[SessionTruth]:
         """Every active session as the generator chose it, newest first. O(active sessions)."""
+        return self._truths(self.newest_first(active_only=True))
+
+    def sessions_since(self, start: int) -> list[SessionTruth]:
+        """Every session, active or not, whose last login is at ``start`` or later, as ``start=`` selects them."""
+        return self._truths(itertools.takewhile(lambda s: s.login >= start, self.newest_first(active_only=False)))
+
+    def _truths(self, sessions: Iterable[Session]) -> list[SessionTruth]:
         truths = []
-        for s in self.newest_first(active_only=True):
+        for s in sessions:
             past, spot = self.history(s), SPOTS[s.spot]
             truths.append(
                 SessionTruth(

@@ -25,10 +25,12 @@ from cmx_connect_exporter.counting.dimensions import (
     SITE,
     UNREADABLE_LOGIN_TIME,
     VISIT,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
 )
 from cmx_connect_exporter.exposition.snapshot import State
-from cmx_connect_exporter.outcome import REASONS, PollError
-from cmx_connect_exporter.polling.poll import count_active_sessions
+from cmx_connect_exporter.outcome import QUERIES, REASONS, PollError
+from cmx_connect_exporter.polling.poll import count_active_sessions, count_visitors_today
 from cmx_pages import add_page, make_client
 from exporter_process import Samples, parse_samples
 from tool_policy import require_tool
@@ -46,14 +48,24 @@ class Clock:
         return self.now
 
 
+# The Clock's local midnight at the fixtures' UTC-4: 07:06:40 local, 25,600 s before.
+MIDNIGHT = 1_795_000_000 - 25_600
+
+
 @responses.activate
 def recorded_poll_state(clock: Clock) -> State:
+    """A poll of the fixture pages, then the visitors of the day, which CMX answers with the same records."""
     for n in range(3):
-        add_page(responses.mock, 4 * n, 4, (HERE / "fixtures" / f"clients-page{n}.json").read_bytes())
-    counts = count_active_sessions(make_client().fetch_body, page_size=4, max_pages=10, max_label_values=50,
+        body = (HERE / "fixtures" / f"clients-page{n}.json").read_bytes()
+        add_page(responses.mock, 4 * n, 4, body)
+        add_page(responses.mock, 4 * n, 4, body, since=MIDNIGHT)
+    client = make_client()
+    counts = count_active_sessions(client.fetch_body, page_size=4, max_pages=10, max_label_values=50,
                                    now=clock.now)
-    state = State(stale_after=180, version="1.2.3", clock=clock)
+    state = State(stale_after=180, version="1.2.3", clock=clock, queries=QUERIES)
     state.record_success(counts, duration=0.25, requests=len(responses.calls))
+    state.record_visitors(count_visitors_today(client.fetch_body, tz_offset=counts.tz_offset, page_size=4,
+                                               max_pages=10, now=clock.now))
     return state
 
 
@@ -118,6 +130,10 @@ def test_golden_venue_figures_match_the_records_by_hand() -> None:
     assert got[(PORTAL.metric, ((PORTAL.label, "unknown"),))] == 1
     assert got[(PORTAL_TYPE.metric, ((PORTAL_TYPE.label, "FACEBOOK"),))] == 1
     assert got[(LOGINS.metric + "_total", ())] == 0, "the first poll counts no login"
+    assert got[(VISITORS_TODAY.metric, ())] == len(BY_HAND), "the visitors query got the same seven sessions"
+    for visit in VISIT.values:
+        expected = sum(row[1] == visit for row in BY_HAND.values())
+        assert got[(VISITORS_TODAY_BY_VISIT.metric, ((VISIT.label, visit),))] == expected
 
 
 def test_no_personal_data_in_the_exposition() -> None:
