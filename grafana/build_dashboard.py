@@ -58,6 +58,8 @@ from cmx_connect_exporter.counting.dimensions import (
     SPLITS,
     UNREADABLE_LOGIN_TIME,
     VISIT,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
     Dimension,
 )
 from cmx_connect_exporter.exposition import names
@@ -176,7 +178,7 @@ def venue_section() -> Section:
     buckets, total, count = of(f"{DWELL.metric}_bucket"), of(f"{DWELL.metric}_sum"), of(f"{DWELL.metric}_count")
     visits = of(VISIT.metric)
     returning = of(VISIT.metric, f'{VISIT.label}="{RETURNING}"')
-    return ("Dwell, logins and data", [
+    return ("Dwell, logins, data and visitors", [
         bargauge_panel("Dwell now", "Active guests connected for at most each bucket's time (cumulative), "
                        "from the last complete poll.", "short", f"sum by (le) ({buckets})", "≤ {{le}} s",
                        size=(8, 8)),
@@ -197,6 +199,13 @@ def venue_section() -> Section:
         timeseries_panel("Data used by active guests", "Bytes over the active sessions: sent (bytesSent) and "
                          "received (bytesReceived), as CMX reports them.", "bytes",
                          f"sum by ({DIRECTION}) ({of(BYTES.metric)})", "{{" + DIRECTION + "}}", size=(12, 8)),
+        stat_panel("Visitors today", "Distinct guests with a login since midnight in CMX's time zone; empty "
+                   "unless the exporter runs with CMX_VISITORS_TODAY=true.", "short",
+                   f"sum({of(VISITORS_TODAY.metric)})", "Visitors today", size=(6, 8)),
+        timeseries_panel("Visitors today, new and returning", "Visitors since local midnight, by whether their "
+                         "first login was on an earlier day (CMX_VISITORS_TODAY).", "short",
+                         f"sum by ({VISIT.label}) ({of(VISITORS_TODAY_BY_VISIT.metric)})",
+                         "{{" + VISIT.label + "}}", size=(18, 8), stacked=True),
     ])
 
 

@@ -121,7 +121,7 @@ def stack(tmp_path_factory):
          lambda: port_open(simulator_port)),
         ("exporter", [sys.executable, "-m", "cmx_connect_exporter", "--url", f"http://127.0.0.1:{simulator_port}",
                       "--username", "demo", "--password", "demo", "--listen-address", exporter_address,
-                      "--poll-interval", "1"],
+                      "--poll-interval", "1", "--visitors-today"],
          lambda: http_ok(f"http://{exporter_address}/healthz")),
         ("prometheus", [prometheus, f"--config.file={workdir / 'prometheus.yml'}",
                         f"--storage.tsdb.path={workdir / 'data'}",
