@@ -85,10 +85,13 @@ class Logins:
         self._previous = previous
         self.new = 0
 
-    def see(self, key: int, login: float) -> None:
-        pair = hash((key, login)) & _PAIR_MASK
-        if self.seen.add(pair) and self._previous is not None and pair not in self._previous:
-            self.new += 1
+    def see(self, pairs: list[int]) -> None:
+        """Take a page's pairs, each ``hash((session key, login time))``."""
+        add = self.seen.add
+        fresh = [pair for pair in pairs if add(pair & _PAIR_MASK)]
+        if self._previous is not None:
+            previous = self._previous
+            self.new += sum(pair & _PAIR_MASK not in previous for pair in fresh)
 
 
 class LoginTracker:
@@ -188,8 +191,9 @@ class Tally:
         keys = self._keys
         offset = offset_seconds(tz_offset)
         now = self._now
-        logins = self._logins
         visit = self._visit
+        single = self._single
+        pairs: list[int] = []  # (session, login) pairs for the logins, taken a page at a time
         for record in records:
             if not isinstance(record, dict):
                 raise PollError("bad_response", "a record is not a JSON object")
@@ -197,7 +201,7 @@ class Tally:
             if key is not None and not seen_add(key):
                 continue
             new += 1
-            group = self._single or self._group(self._split_value(record))
+            group = single or self._group(self._split_value(record))
             group.total += 1
             counters = group.counters
             for (first, others), counter in zip(keys, counters, strict=False):  # visit's, last, has no key
@@ -218,13 +222,16 @@ class Tally:
                 dwell = now - login if now > login else 0.0  # a login in the future is clock skew
                 group.dwell[bisect_left(DWELL_BUCKETS, dwell)] += 1
                 group.dwell_sum += dwell
-                if logins is not None and key is not None:
-                    logins.see(key, login)
+                if key is not None:
+                    pairs.append(hash((key, login)))
             if visit:
                 value = _visit(record, login, offset)
                 counters[-1][value] = counters[-1].get(value, 0) + 1
-            group.sent += byte_count(record.get(_SENT_KEY))
-            group.received += byte_count(record.get(_RECEIVED_KEY))
+            sent, received = record.get(_SENT_KEY), record.get(_RECEIVED_KEY)
+            group.sent += sent if sent.__class__ is int and sent > 0 else byte_count(sent)
+            group.received += received if received.__class__ is int and received > 0 else byte_count(received)
+        if self._logins is not None:
+            self._logins.see(pairs)
         self.total += new
         return new
 
@@ -260,7 +267,10 @@ def _visit(record: Mapping[str, Any], login: float | None, offset: int | None) -
     """New or returning, by the local days of the first and last logins; unknown when either is unreadable."""
     if login is None or offset is None:
         return UNKNOWN
-    first = epoch_seconds(record.get(FIRST_LOGIN_KEY), offset)
+    raw = record.get(FIRST_LOGIN_KEY)
+    if raw == record.get(LAST_LOGIN_KEY):  # a first visit, as often: no second time to read
+        return NEW
+    first = epoch_seconds(raw, offset)
     if first is None:
         return UNKNOWN
     return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
