@@ -91,7 +91,7 @@ def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:
     tracker = LoginTracker()
 
     def poll(records: list[dict[str, Any]]) -> int:
-        logins = tracker.start(len(records))
+        logins = tracker.start()
         tally = Tally(now=T, logins=logins)
         tally.add_page(records, EST_MS)
         tracker.commit(logins)

@@ -31,7 +31,7 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
     completed poll's logins, and takes this poll's when it completes. Dwell is measured to
     ``now`` (epoch seconds; by default the poll's start).
     """
-    seen = logins.start(expected_sessions) if logins is not None else None
+    seen = logins.start() if logins is not None else None
     tally = Tally(expected_sessions, labels=dimensions, split_by=split_by, logins=seen, now=now)
     walk(fetch_body, tally.add_page, page_size=page_size, max_pages=max_pages, concurrency=concurrency,
          expected_sessions=expected_sessions, poll_timeout=poll_timeout, threads=threads)
