@@ -90,32 +90,19 @@ class SeenKeys:
             self._shards[shard] = bigger
         return True
 
-    def __contains__(self, key: int) -> bool:
-        mixed = key * self._multiplier & _KEY_MASK
-        if not mixed:
-            return self._zero
-        slots = self._shards[mixed >> _SLOT_BITS]
-        return slots[_probe(slots, mixed)] == mixed
 
+def _place(slots: array[int], mixed: int) -> bool:
+    """Store a mixed key in its slot; False if it was there already.
 
-def _probe(slots: array[int], mixed: int) -> int:
-    """The slot that holds a mixed key, or the empty one where it would go.
-
-    The first slot tried is the top bits below the shard's: a product's low bits depend only on the key's low bits.
+    The slot is the top bits below the shard's: a product's low bits depend only on the key's low bits.
     """
     mask = len(slots) - 1
     i = mixed >> (_SLOT_BITS - mask.bit_length()) & mask
     held = slots[i]
-    while held and held != mixed:
+    while held:
+        if held == mixed:
+            return False
         i = (i + 1) & mask
         held = slots[i]
-    return i
-
-
-def _place(slots: array[int], mixed: int) -> bool:
-    """Store a mixed key in its slot; False if it was there already."""
-    i = _probe(slots, mixed)
-    if slots[i]:
-        return False
     slots[i] = mixed
     return True
