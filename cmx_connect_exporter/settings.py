@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 from urllib.parse import urlsplit
 
+from annotated_types import Ge, Gt, Le
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cmx_connect_exporter.counting.dimensions import LABELS, SPLITS
@@ -25,6 +27,9 @@ DERIVED_DEFAULTS = {
     "stale_after": "3 x poll interval",
     "poll_timeout": f"the poll interval, but at least 3 x timeout and {MIN_POLL_TIMEOUT:g} s",
 }
+# Rules across fields, as --help and the README's table say them; the model's validator enforces them.
+REQUIRED = {"url": "required, except with --demo"}
+RELATIONS = {"stale_after": "at least CMX_POLL_INTERVAL", "poll_timeout": "longer than CMX_TIMEOUT"}
 
 
 class SettingsError(Exception):
@@ -53,7 +58,7 @@ class Settings(BaseSettings):
     password: SecretStr | None = Field(None, description="CMX API password (prefer CMX_PASSWORD_FILE)")
     password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
     poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
-    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page, 1 to 1000")] = 1000
+    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page")] = 1000
     timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed to connect, and again for the whole "
                                                               "answer to one HTTP request")] = 10
     poll_timeout: Annotated[
@@ -64,7 +69,7 @@ class Settings(BaseSettings):
     insecure_skip_verify: bool = Field(False, description="turn certificate checks off (logs a warning)")
     stale_after: Annotated[
         float | None,
-        Field(gt=0, description="seconds the last counts stay published once polls fail"),
+        Field(gt=0, description="seconds after the last successful poll that its counts stay published"),
     ] = None
     max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
     concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
@@ -223,6 +228,23 @@ class _QuietParser(argparse.ArgumentParser):
         super().error(message)
 
 
+def constraint(name: str, field: FieldInfo) -> str:
+    """What --help says a value must be: required, one of its choices, or within its range."""
+    if name in REQUIRED:
+        return REQUIRED[name]
+    if name in RELATIONS:  # which bounds the value from below more tightly than its range
+        return RELATIONS[name]
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(get_args(field.annotation))
+    bounds = {type(item): item for item in field.metadata if isinstance(item, Ge | Gt | Le)}
+    low, high = bounds.get(Ge), bounds.get(Le)
+    if low is not None:
+        return f"{low.ge} to {high.le}" if high is not None else f"{low.ge} or more"
+    if Gt in bounds:
+        return f"more than {bounds[Gt].gt}" + (f", at most {high.le}" if high is not None else "")
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field, generated so the two lists cannot drift apart."""
     parser = _QuietParser(
@@ -234,12 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         default = DERIVED_DEFAULTS.get(name, field.default)
         shown = "" if default is None or name == "password" else f", default {default}"
-        help_text = f"{field.description} (env {env_name(name)}{shown})"
+        rule = constraint(name, field)
+        help_text = f"{field.description}{'; ' + rule if rule else ''} (env {env_name(name)}{shown})"
         if field.annotation is bool:
             parser.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag_name(name), dest=name, metavar=name.upper(),
+            choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+            metavar = "{" + ",".join(choices) + "}" if choices else name.upper()
+            parser.add_argument(flag_name(name), dest=name, metavar=metavar,
                                 default=argparse.SUPPRESS, help=help_text)
     return parser
 

@@ -150,10 +150,14 @@ def _session_families(counts: Counts) -> Iterator[Metric]:
 
 
 class State:
-    """The current snapshot and its rendered text, both replaced atomically."""
+    """The current snapshot and its rendered text, both replaced atomically.
+
+    ``live`` holds what changes between polls, such as the process metrics: it is rendered at each
+    scrape and appended to the snapshot's text, rendered once per poll. ``queries`` are those the
+    exporter makes of CMX, whose errors are counted from 0."""
 
     def __init__(self, stale_after: float, version: str, clock: Callable[[], float] = time.time,
-                 queries: tuple[Query, ...] = (ACTIVE,)) -> None:
+                 live: CollectorRegistry | None = None, queries: tuple[Query, ...] = (ACTIVE,)) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._stale_after = stale_after
@@ -161,6 +165,7 @@ class State:
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(lambda: self._snapshot, stale_after, version, clock))
         self._rendered = self._render()
+        self._live = live
 
     @property
     def snapshot(self) -> Snapshot:
@@ -190,13 +195,13 @@ class State:
         self._swap(failed)
 
     def exposition(self) -> bytes:
-        """The text for a scrape: rendered already, unless the counts have gone stale since."""
+        """The text for a scrape: rendered already, unless the counts have gone stale since; then ``live``."""
         text, expires = self._rendered
         if self._clock() > expires:
             with self._lock:
                 self._rendered = self._render()
                 text = self._rendered[0]
-        return text
+        return text if self._live is None else text + generate_latest(self._live)
 
     def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
         with self._lock:
