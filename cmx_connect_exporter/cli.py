@@ -13,6 +13,7 @@ from typing import NoReturn
 from cmx_connect_exporter.exposition.processes import process_registry
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.logs import setup_logging
+from cmx_connect_exporter.outcome import QUERIES
 from cmx_connect_exporter.polling.handle import PollWorker
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello
 from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
@@ -58,7 +59,8 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
         cleanup.callback(worker.close)
 
         state = State(settings.stale_after_seconds, exporter_version(),
-                      live=process_registry(worker_pid=lambda: worker.pid))
+                      live=process_registry(worker_pid=lambda: worker.pid),
+                      queries=QUERIES if settings.visitors_today else QUERIES[:1])
         scheduler = start_scheduler(Poller(worker.poll, settings, state), settings.poll_interval)
         cleanup.callback(scheduler.shutdown, wait=False)
 
