@@ -16,6 +16,7 @@ from cmx_connect_exporter.credentials import ClientCredentials
 from cmx_connect_exporter.exposition.processes import process_registry
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.logs import setup_logging
+from cmx_connect_exporter.outcome import QUERIES
 from cmx_connect_exporter.polling.handle import PollWorker
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello
 from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
@@ -42,7 +43,8 @@ def run(settings: Settings, stop: threading.Event, password: str | None, reloade
     """Serve until ``stop`` is set; ``reloader`` re-reads the files it watches."""
     with ExitStack() as cleanup:
         state = State(settings.stale_after_seconds, exporter_version(),  # the worker's pid is read at each scrape
-                      live=process_registry(worker_pid=lambda: worker.pid))
+                      live=process_registry(worker_pid=lambda: worker.pid),
+                      queries=QUERIES if settings.visitors_today else QUERIES[:1])
         schedulers: list[BackgroundScheduler] = []  # the one started below
         server = HttpServer(make_app(state, healthy=lambda: any(s.running for s in schedulers)), settings.web_config)
         host, port = settings.listen

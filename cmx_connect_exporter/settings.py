@@ -17,6 +17,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationI
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cmx_connect_exporter.counting.dimensions import LABELS, SPLITS
 from cmx_connect_exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 ENV_PREFIX = "CMX_"
@@ -99,6 +100,13 @@ class Settings(BaseSettings):
                                                            "for the HTTP server (/healthz stays open)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log format")
+    dimensions: str = Field("all", description="breakdowns of the active sessions to export, comma-separated: "
+                                               f"{','.join(LABELS)}; all or none")
+    split_by: str = Field("none", description="a label to put on every active-session family, so each "
+                                              f"{'/'.join(d.label for d in SPLITS)} has its own counts: "
+                                              f"none or {' or '.join(d.label for d in SPLITS)}")
+    visitors_today: bool = Field(False, description="after each poll, also count the sessions with a login since "
+                                                    "CMX's local midnight: a second paged query of CMX")
     demo: bool = Field(False, description="poll a built-in CMX simulator instead of a real server")
     _web_config: WebConfig = PrivateAttr()
 
@@ -106,6 +114,26 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _check_dimensions(cls, value: str) -> str:
+        text = value.strip().lower()
+        if text in ("all", "none"):
+            return text
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in LABELS]
+        if unknown or not names:
+            raise ValueError(f"must be all, none, or names from {','.join(LABELS)}")
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("split_by")
+    @classmethod
+    def _check_split_by(cls, value: str) -> str:
+        text = value.strip().lower()
+        if text != "none" and text not in {d.label for d in SPLITS}:
+            raise ValueError(f"must be none or {' or '.join(d.label for d in SPLITS)}")
+        return text
 
     @field_validator("url")
     @classmethod
@@ -166,6 +194,18 @@ class Settings(BaseSettings):
         if self.poll_timeout is not None:
             return self.poll_timeout
         return max(self.poll_interval, 3 * self.timeout, MIN_POLL_TIMEOUT)
+
+    @property
+    def dimension_labels(self) -> tuple[str, ...]:
+        """The breakdowns to count, in the catalogue's order."""
+        if self.dimensions == "all":
+            return LABELS
+        chosen = set(self.dimensions.split(",")) if self.dimensions != "none" else set()
+        return tuple(label for label in LABELS if label in chosen)
+
+    @property
+    def split_label(self) -> str | None:
+        return None if self.split_by == "none" else self.split_by
 
     @property
     def listen(self) -> tuple[str, int]:

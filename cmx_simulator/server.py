@@ -106,6 +106,11 @@ class Simulator:
         """Active sessions by site, portal and portal type; new and returning; bytes summed."""
         return VenueCounts.of(self.active_sessions())
 
+    def visitors_since(self, start: int) -> VenueCounts:
+        """The same for every session, active or not, with its last login at ``start`` (epoch seconds) or later."""
+        with self._lock:
+            return VenueCounts.of(self._population.sessions_since(start))
+
     # --- what faults use --------------------------------------------------------------
 
     @property

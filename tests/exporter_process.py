@@ -149,10 +149,10 @@ def session_counts(samples: Samples) -> ActiveCounts | None:
     return ActiveCounts(total=int(total), by_label=by_label)
 
 
-def poll_errors(samples: Samples) -> dict[str, float]:
-    """``cmx_connect_poll_errors_total`` by reason."""
+def poll_errors(samples: Samples, query: str = "active") -> dict[str, float]:
+    """``cmx_connect_poll_errors_total`` of one query, by reason."""
     return {dict(labels)["reason"]: value for (name, labels), value in samples.items()
-            if name == f"{POLL_ERRORS.name}_total"}
+            if name == f"{POLL_ERRORS.name}_total" and dict(labels)["query"] == query}
 
 
 def up(samples: Samples) -> bool:

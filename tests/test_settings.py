@@ -120,6 +120,10 @@ INVALID = [
     (["--url", "https://cmx", "--web-config-file", "/no/such/web.yml"], "CMX_WEB_CONFIG_FILE"),
     (["CMX_WEB_CONFIG_FILE={bad_yaml}", "--url", "https://cmx"], "CMX_WEB_CONFIG_FILE"),
     (["--url", "https://cmx", "--web-config-file", "{plain_password}"], "CMX_WEB_CONFIG_FILE"),
+    (["--url", "https://cmx", "--dimensions", "site,zone"], "CMX_DIMENSIONS"),
+    (["CMX_DIMENSIONS=,", "--url", "https://cmx"], "CMX_DIMENSIONS"),
+    (["--url", "https://cmx", "--split-by", "portal"], "CMX_SPLIT_BY"),
+    (["CMX_SPLIT_BY=sites", "--url", "https://cmx"], "CMX_SPLIT_BY"),
 ]
 
 

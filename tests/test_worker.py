@@ -176,3 +176,18 @@ def test_the_worker_does_not_inherit_the_password_from_the_environment(sim: Simu
         (worker_pid,) = children(exporter.pid)
         environment = Path(f"/proc/{worker_pid}/environ").read_bytes()
     assert b"cmx_password" not in environment.lower() and canary.encode() not in environment
+
+
+def test_logins_are_exactly_the_guests_who_arrived_between_two_polls(sim: Simulator, worker: PollWorker) -> None:
+    """The first poll counts none; the next counts the simulator's arrivals since, and the one after none.
+
+    Sequential polls, so that no request past the end is still on its way when the guests arrive.
+    """
+    request = replace(REQUEST, concurrency=1)
+    assert counts_of(worker.poll(request)).logins == 0
+    arrivals = 37
+    sim.churn = arrivals  # logged in (and as many out) before the next request is answered
+    requests.get(sim.url + CLIENTS_PATH, params={"count": 1}, auth=("demo", "demo"), timeout=5)
+    sim.churn = 0
+    assert counts_of(worker.poll(request)).logins == arrivals
+    assert counts_of(worker.poll(request)).logins == 0

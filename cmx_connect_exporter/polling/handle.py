@@ -15,7 +15,14 @@ import time
 from dataclasses import replace
 
 from cmx_connect_exporter.outcome import PollError
-from cmx_connect_exporter.polling.messages import SIZE, ClientOptions, Hello, PollOutcome, PollRequest
+from cmx_connect_exporter.polling.messages import (
+    SIZE,
+    ClientOptions,
+    Hello,
+    PollOutcome,
+    PollRequest,
+    VisitorsRequest,
+)
 from cmx_connect_exporter.settings import ENV_PREFIX
 
 WORKER_MODULE = "cmx_connect_exporter.polling.worker"
@@ -78,7 +85,7 @@ class PollWorker:
     def pid(self) -> int:
         return self._process.pid
 
-    def poll(self, request: PollRequest) -> PollOutcome:
+    def poll(self, request: PollRequest | VisitorsRequest) -> PollOutcome:
         """One poll in the worker; never raises but WorkerClosed, whatever happens to the worker.
 
         A poll whose worker was killed or died reports no request count: what it cost CMX is unknown.

@@ -9,7 +9,8 @@ import pickle
 import struct
 from dataclasses import dataclass, field
 
-from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.counting.dimensions import LABELS
+from cmx_connect_exporter.outcome import Counts, PollError, Visitors
 
 # Each answer is framed by its size, so the parent can read it against a deadline.
 SIZE = struct.Struct("!I")
@@ -45,13 +46,25 @@ class PollRequest:
     max_label_values: int
     concurrency: int
     poll_timeout: float
+    dimensions: tuple[str, ...] = LABELS  # the breakdowns to count, by label (CMX_DIMENSIONS)
+    split_by: str | None = None  # a label every active-session family is split by (CMX_SPLIT_BY)
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorsRequest:
+    """The visitors of the day (CMX_VISITORS_TODAY): every session with a login since CMX's local midnight."""
+
+    page_size: int
+    max_pages: int
+    concurrency: int
+    poll_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
     """What one poll found, the HTTP requests it made, and how long it took in the worker (never its start)."""
 
-    result: Counts | PollError
+    result: Counts | Visitors | PollError
     requests: int | None  # None when the worker died with the poll: its cost is unknown
     duration: float
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from cmx_connect_exporter.exposition.snapshot import State
-from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.exposition.snapshot import VISITORS_TODAY_QUERY, State
+from cmx_connect_exporter.outcome import Counts, PollError, Visitors
 from cmx_connect_exporter.polling.handle import WorkerClosed
-from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest
+from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest, VisitorsRequest
 from cmx_connect_exporter.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ MAX_DEFERRAL = 3600.0  # the longest Retry-After that postpones polling
 class Poller:
     """Runs one poll and publishes what it found; never raises, so the schedule never dies."""
 
-    def __init__(self, poll: Callable[[PollRequest], PollOutcome], settings: Settings, state: State) -> None:
+    def __init__(self, poll: Callable[[PollRequest | VisitorsRequest], PollOutcome], settings: Settings,
+                 state: State) -> None:
         self._poll = poll
         self._settings = settings
         self._state = state
@@ -33,30 +34,64 @@ class Poller:
         if time.monotonic() < self._not_before:
             log.info("poll skipped: CMX asked to wait (Retry-After)")
             return
-        try:
-            outcome = self._poll(PollRequest(
-                page_size=self._settings.page_size,
-                max_pages=self._settings.max_pages,
-                max_label_values=self._settings.max_label_values,
-                concurrency=self._settings.concurrency,
-                poll_timeout=self._settings.poll_timeout_seconds,
-            ))
-        except WorkerClosed:
+        settings = self._settings
+        outcome = self._ask(PollRequest(
+            page_size=settings.page_size,
+            max_pages=settings.max_pages,
+            max_label_values=settings.max_label_values,
+            concurrency=settings.concurrency,
+            poll_timeout=settings.poll_timeout_seconds,
+            dimensions=settings.dimension_labels,
+            split_by=settings.split_label,
+        ))
+        if outcome is None:
             return
-        except Exception as exc:  # a bug of the exporter's own: counted, never a traceback that stops the job
-            outcome = PollOutcome(PollError("internal", f"unexpected {type(exc).__name__} in the poll job; "
-                                                        "please report it"), None, 0.0)
         result = outcome.result
-        if isinstance(result, PollError):
-            self._state.record_failure(result, outcome.requests)
-            if result.retry_after:  # capped: a wild Retry-After must not stop polling for good
-                self._not_before = time.monotonic() + min(result.retry_after, MAX_DEFERRAL)
-            log.warning("poll failed: %s", result)
+        if not isinstance(result, Counts):
+            error = _failure(result)
+            self._state.record_failure(error, outcome.requests)
+            if error.retry_after:  # capped: a wild Retry-After must not stop polling for good
+                self._not_before = time.monotonic() + min(error.retry_after, MAX_DEFERRAL)
+            log.warning("poll failed: %s", error)
             return
         was_up = self._state.snapshot.up
         self._state.record_success(result, outcome.duration, outcome.requests)
         log.log(logging.DEBUG if was_up else logging.INFO,
                 "poll complete: %d active sessions in %.2f s", result.total, outcome.duration)
+        if settings.visitors_today:  # after the active counts are published, so it never holds them up
+            self._count_visitors()
+
+    def _count_visitors(self) -> None:
+        settings = self._settings
+        outcome = self._ask(VisitorsRequest(page_size=settings.page_size, max_pages=settings.max_pages,
+                                            concurrency=settings.concurrency,
+                                            poll_timeout=settings.poll_timeout_seconds))
+        if outcome is None:
+            return
+        if isinstance(outcome.result, Visitors):
+            self._state.record_visitors(outcome.result)
+            log.debug("visitors of the day: %d in %.2f s", outcome.result.total, outcome.duration)
+            return
+        error = _failure(outcome.result)
+        self._state.record_failure(error, outcome.requests, query=VISITORS_TODAY_QUERY)
+        log.warning("visitors-of-the-day query failed: %s", error)
+
+    def _ask(self, request: PollRequest | VisitorsRequest) -> PollOutcome | None:
+        """The worker's answer; None when the exporter is shutting down."""
+        try:
+            return self._poll(request)
+        except WorkerClosed:
+            return None
+        except Exception as exc:  # a bug of the exporter's own: counted, never a traceback that stops the job
+            return PollOutcome(PollError("internal", f"unexpected {type(exc).__name__} in the poll job; "
+                                                     "please report it"), None, 0.0)
+
+
+def _failure(result: Counts | Visitors | PollError) -> PollError:
+    """The error of an answer that is not what was asked for."""
+    if isinstance(result, PollError):
+        return result
+    return PollError("internal", f"the poll worker answered with {type(result).__name__}; please report it")
 
 
 def start_scheduler(poller: Poller, interval: float) -> BackgroundScheduler:

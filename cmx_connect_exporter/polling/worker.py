@@ -29,10 +29,11 @@ if __name__ == "__main__":
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.paging import PageThreads
+from cmx_connect_exporter.counting.tally import LoginTracker
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.outcome import Counts
-from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, framed
-from cmx_connect_exporter.polling.poll import run_poll
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, VisitorsRequest, framed
+from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
 WORKER_NICENESS = 5
@@ -44,7 +45,8 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
 
     The worker keeps the last total itself: it sizes the next poll's table and tells the
     prefetcher where the list probably ends. It keeps the page threads too, so that a poll
-    need not wait for its requests past the end (the next poll does, before it starts).
+    need not wait for its requests past the end (the next poll does, before it starts), and the
+    last poll's logins, to count the new ones, and its time zone, for the visitors of the day.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGHUP (reload) are the parent's to handle
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -56,10 +58,12 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     setup_logging(hello.log_level, hello.log_format)
     client = _client(hello.client)
     last_total = 0
+    tz_offset: int | None = None  # the last active poll's: the visitors of the day start at its local midnight
     threads: PageThreads | None = None
+    logins = LoginTracker()
     while True:
         try:
-            request: PollRequest | ClientOptions = pickle.load(requests_in)
+            request: PollRequest | VisitorsRequest | ClientOptions = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
         if isinstance(request, ClientOptions):
@@ -72,9 +76,12 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
             if threads is not None:
                 threads.close()
             threads = PageThreads(request.concurrency)
-        outcome = run_poll(client, request, last_total, threads)
+        if isinstance(request, VisitorsRequest):
+            outcome = run_visitors(client, request, tz_offset, threads)
+        else:
+            outcome = run_poll(client, request, last_total, threads, logins)
         if isinstance(outcome.result, Counts):
-            last_total = outcome.result.total
+            last_total, tz_offset = outcome.result.total, outcome.result.tz_offset
         replies_out.write(framed(outcome))
         replies_out.flush()
 
