@@ -6,8 +6,10 @@ import heapq
 import time
 from array import array
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from itertools import repeat
 from typing import Any
 
 from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
@@ -193,72 +195,89 @@ class Tally:
     def add_page(self, records: list[Any], tz_offset: int | None = None) -> int:
         """Count a page; returns how many of its sessions were new to this poll.
 
-        The hot path of a poll, so it is written for speed: the usual record has the
-        documented keys and label values already seen, served from a small cache.
+        The hot path of a poll, so it is written for speed. Label values are counted raw, a page
+        at a time, by ``Counter`` over ``map`` (a loop in C), and each distinct raw value is then
+        normalised once; only the times, the bytes and the visit take a Python loop per record.
         ``tz_offset`` is the page's timeZoneOffset, which local times are read in.
         """
-        new = 0
         self.tz_offset = tz_offset
-        seen_add = self._seen.add
-        cache = self._cache
-        keys = self._keys
+        fresh, keys = self._fresh(records)
         offset = offset_seconds(tz_offset)
-        now = self._now
-        visit = self._visit
-        single = self._single
-        pairs: list[int] = []  # (session, login) pairs for the logins, taken a page at a time
+        if self._single is not None:
+            self._add(self._single, fresh, keys, offset)
+        else:
+            parts: dict[str, tuple[list[dict[str, Any]], list[int | None]]] = {}
+            for record, key in zip(fresh, keys, strict=True):
+                part = parts.setdefault(self._split_value(record), ([], []))
+                part[0].append(record)
+                part[1].append(key)
+            for value, (part_records, part_keys) in parts.items():
+                self._add(self._group(value), part_records, part_keys, offset)
+        self.total += len(fresh)
+        return len(fresh)
+
+    def _fresh(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[int | None]]:
+        """The page's records of sessions not yet counted in this poll, and their session keys."""
+        seen_add = self._seen.add
+        fresh: list[dict[str, Any]] = []
+        keys: list[int | None] = []
         for record in records:
-            if not isinstance(record, dict):
+            if record.__class__ is not dict:
                 raise PollError("bad_response", "a record is not a JSON object")
             key = session_key(record)
-            if key is not None and not seen_add(key):
-                continue
-            new += 1
-            group = single or self._group(self._split_value(record))
-            group.total += 1
-            counters = group.counters
-            for (first, others), counter in zip(keys, counters, strict=False):  # visit's, last, has no key
-                raw = record.get(first)
-                if raw is None and others:
-                    raw = next((v for k in others if (v := record.get(k)) is not None), None)
-                value = cache.get(raw) if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH else None
-                if value is None:
-                    value = self._normalise(raw)
-                try:
-                    counter[value] += 1
-                except KeyError:
-                    _first_sight(counter, value)
-            login = epoch_seconds(record.get(LAST_LOGIN_KEY), offset)
+            if key is None or seen_add(key):
+                fresh.append(record)
+                keys.append(key)
+        return fresh, keys
+
+    def _add(self, group: _Group, records: list[dict[str, Any]], keys: list[int | None], offset: int | None) -> None:
+        group.total += len(records)
+        for (first, others), counter in zip(self._keys, group.counters, strict=False):  # visit's, last, has no key
+            for raw, n in _raw_values(records, first, others).items():
+                _add_to(counter, self._value(raw), n)
+        group.sent += _byte_sum(records, _SENT_KEY)
+        group.received += _byte_sum(records, _RECEIVED_KEY)
+        now = self._now
+        buckets = group.dwell
+        dwell_sum = 0.0
+        visits: dict[str, int] | None = {} if self._visit else None
+        pairs: list[int] = []  # (session, login) pairs for the logins
+        for record, key in zip(records, keys, strict=True):
+            last = record.get(LAST_LOGIN_KEY)
+            login = epoch_seconds(last, offset)
             if login is None:
                 self.unreadable_login_time += 1
-            else:
-                dwell = now - login if now > login else 0.0  # a login in the future is clock skew
-                group.dwell[bisect_left(DWELL_BUCKETS, dwell)] += 1
-                group.dwell_sum += dwell
-                if key is not None:
-                    pairs.append(hash((key, login)))
-            if visit:
-                value = _visit(record, login, offset)
-                counters[-1][value] = counters[-1].get(value, 0) + 1
-            sent, received = record.get(_SENT_KEY), record.get(_RECEIVED_KEY)
-            group.sent += sent if sent.__class__ is int and sent > 0 else byte_count(sent)
-            group.received += received if received.__class__ is int and received > 0 else byte_count(received)
+                if visits is not None:
+                    visits[UNKNOWN] = visits.get(UNKNOWN, 0) + 1
+                continue
+            dwell = now - login if now > login else 0.0  # a login in the future is clock skew
+            buckets[bisect_left(DWELL_BUCKETS, dwell)] += 1
+            dwell_sum += dwell
+            if key is not None:
+                pairs.append(hash((key, login)))
+            if visits is not None:
+                value = _visit(record.get(FIRST_LOGIN_KEY), last, login, offset)
+                visits[value] = visits.get(value, 0) + 1
+        group.dwell_sum += dwell_sum
+        if visits:
+            for value, n in visits.items():
+                _add_to(group.counters[-1], value, n)
         if self._logins is not None:
             self._logins.see(pairs)
-        self.total += new
-        return new
 
     def _split_value(self, record: Mapping[str, Any]) -> str:
-        raw = next((v for k in self._split_keys if (v := record.get(k)) is not None), None)
-        value = self._cache.get(raw) if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH else None
-        return self._normalise(raw) if value is None else value
+        return self._value(next((v for k in self._split_keys if (v := record.get(k)) is not None), None))
 
-    def _normalise(self, raw: Any) -> str:
-        value = normalise(raw)
-        if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH:
-            if len(self._cache) >= _MAX_CACHED_VALUES:
-                self._cache.clear()
-            self._cache[raw] = value
+    def _value(self, raw: Any) -> str:
+        """A raw value's label value, from a small cache of short values."""
+        cacheable = raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH
+        value = self._cache.get(raw) if cacheable else None
+        if value is None:
+            value = normalise(raw)
+            if cacheable:
+                if len(self._cache) >= _MAX_CACHED_VALUES:
+                    self._cache.clear()
+                self._cache[raw] = value
         return value
 
     def counts(self, max_label_values: int) -> Counts:
@@ -276,20 +295,54 @@ class Tally:
                       **whole)
 
 
-def _visit(record: Mapping[str, Any], login: float | None, offset: int | None) -> str:
+def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> str:
     """New or returning, by the local days of the first and last logins; unknown when either is unreadable."""
-    if login is None or offset is None:
+    if offset is None:
         return UNKNOWN
-    raw = record.get(FIRST_LOGIN_KEY)
-    if raw == record.get(LAST_LOGIN_KEY):  # a first visit, as often: no second time to read
+    if raw_first == raw_last:  # a first visit, as often: no second time to read
         return NEW
-    first = epoch_seconds(raw, offset)
+    first = epoch_seconds(raw_first, offset)
     if first is None:
         return UNKNOWN
     return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
 
 
-def _first_sight(counter: dict[str, int], value: str) -> None:
-    if len(counter) >= MAX_TRACKED_VALUES:
+class _Unhashable:
+    """Stands for a list or an object where a label value should be: it counts as ``unknown``."""
+
+
+_UNHASHABLE = _Unhashable()
+
+
+def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
+    """How often each raw value of a dimension occurs, read from ``first``, else the first of ``others`` present."""
+    try:
+        found = Counter(map(dict.get, records, repeat(first)))
+    except TypeError:  # a list or an object as the value: counted apart, as unknown
+        found = Counter(_hashable(record.get(first)) for record in records)
+    missing = found.pop(None, 0)
+    if missing and others:
+        found.update(_hashable(next((v for k in others if (v := record.get(k)) is not None), None))
+                     for record in records if record.get(first) is None)
+    elif missing:
+        found[None] = missing
+    return found
+
+
+def _hashable(value: Any) -> Any:
+    return _UNHASHABLE if isinstance(value, list | dict) else value
+
+
+def _byte_sum(records: list[dict[str, Any]], key: str) -> int:
+    """The sum of a byte counter over records; in C when every value is a non-negative int, as usual."""
+    values = list(map(dict.get, records, repeat(key)))
+    if set(map(type, values)) <= {int} and (not values or min(values) >= 0):
+        return sum(values)
+    return sum(map(byte_count, values))
+
+
+def _add_to(counter: dict[str, int], value: str, n: int) -> None:
+    """Adds ``n`` to a value's count; past MAX_TRACKED_VALUES distinct values, new ones go to ``other``."""
+    if value not in counter and len(counter) >= MAX_TRACKED_VALUES:
         value = OTHER
-    counter[value] = counter.get(value, 0) + 1
+    counter[value] = counter.get(value, 0) + n
