@@ -10,6 +10,9 @@ from contextlib import ExitStack
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from cmx_connect_exporter.credentials import ClientCredentials
 from cmx_connect_exporter.exposition.processes import process_registry
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.logs import setup_logging
@@ -17,8 +20,9 @@ from cmx_connect_exporter.outcome import QUERIES
 from cmx_connect_exporter.polling.handle import PollWorker
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello
 from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
+from cmx_connect_exporter.reload import Reloader
 from cmx_connect_exporter.settings import Settings, SettingsError, load_settings
-from cmx_connect_exporter.web.server import make_app, serve
+from cmx_connect_exporter.web.server import HttpServer, make_app
 
 log = logging.getLogger("cmx_connect_exporter")
 
@@ -35,9 +39,20 @@ def exporter_version() -> str:
         return "0+unknown"
 
 
-def run(settings: Settings, stop: threading.Event, password: str | None) -> None:
-    """Serve until ``stop`` is set."""
+def run(settings: Settings, stop: threading.Event, password: str | None, reloader: Reloader) -> None:
+    """Serve until ``stop`` is set; ``reloader`` re-reads the files it watches."""
     with ExitStack() as cleanup:
+        state = State(settings.stale_after_seconds, exporter_version(),  # the worker's pid is read at each scrape
+                      live=process_registry(worker_pid=lambda: worker.pid),
+                      queries=QUERIES if settings.visitors_today else QUERIES[:1])
+        schedulers: list[BackgroundScheduler] = []  # the one started below
+        server = HttpServer(make_app(state, healthy=lambda: any(s.running for s in schedulers)), settings.web_config)
+        host, port = settings.listen
+        try:  # first, so that an address in use stops the start before anything else is begun
+            server.bind(host, port)
+        except OSError as exc:  # taken, not ours, or a name that does not resolve
+            _usage_error(f"invalid setting CMX_LISTEN_ADDRESS (--listen-address): cannot listen on "
+                         f"{settings.listen_address} ({exc.strerror})")
         url, username = settings.url, settings.username
         if settings.demo:
             from cmx_simulator import Simulator
@@ -57,27 +72,30 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
                                verify=verify, max_retry_wait=min(30.0, settings.poll_interval / 2))
         worker = PollWorker(Hello(client, settings.log_level, settings.log_format))
         cleanup.callback(worker.close)
+        _watch_files(reloader, settings, server, ClientCredentials(settings, client, worker.set_client))
 
-        state = State(settings.stale_after_seconds, exporter_version(),
-                      live=process_registry(worker_pid=lambda: worker.pid),
-                      queries=QUERIES if settings.visitors_today else QUERIES[:1])
         scheduler = start_scheduler(Poller(worker.poll, settings, state), settings.poll_interval)
+        schedulers.append(scheduler)
         cleanup.callback(scheduler.shutdown, wait=False)
-
-        host, port = settings.listen
+        server.start()
+        cleanup.callback(server.stop)
+        reloader.start()
+        cleanup.callback(reloader.stop)
         web = settings.web_config
-        app = web.protect(make_app(state, healthy=lambda: scheduler.running))
-        try:
-            server = serve(app, host, port, web.ssl_context)
-        except OSError as exc:  # the address is taken or not ours
-            log.error("cannot listen on %s: %s", settings.listen_address, exc.strerror)
-            raise SystemExit(1) from None
-        cleanup.callback(server.server_close)
-        cleanup.callback(server.shutdown)
-        log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.server_port,
+        log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.port,
                  " (basic auth; /healthz open)" if web.users else "", url, settings.poll_interval)
         stop.wait()
         log.info("shutting down")
+
+
+def _watch_files(reloader: Reloader, settings: Settings, server: HttpServer, credentials: ClientCredentials) -> None:
+    """What SIGHUP and a changed file reload: the web config with its certificate, the password, the CA bundle."""
+    if (web_config_file := settings.web_config_file) is not None:
+        reloader.watch("CMX_WEB_CONFIG_FILE", lambda: server.web.files, lambda: server.reload(web_config_file))
+    if (password_file := settings.password_file) is not None and not settings.demo:
+        reloader.watch("CMX_PASSWORD_FILE", lambda: [password_file], credentials.reload_password)
+    if (ca_bundle := settings.ca_bundle) is not None:
+        reloader.watch("CMX_CA_BUNDLE", lambda: [ca_bundle], credentials.reload_ca_bundle)
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -96,4 +114,6 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(settings, stop, password)
+    reloader = Reloader()
+    signal.signal(signal.SIGHUP, lambda *_: reloader.request())  # reload, as Prometheus does; never an exit
+    run(settings, stop, password, reloader)

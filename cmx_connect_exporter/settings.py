@@ -7,12 +7,13 @@ environment and the flags can never disagree about what is valid.
 from __future__ import annotations
 
 import argparse
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 from urllib.parse import urlsplit
 
 from annotated_types import Ge, Gt, Le
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +46,26 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     if any(c.isspace() or c in "/@" for c in host):
         raise ValueError("the host part is not an address or a host name")
     return host, int(port)
+
+
+def readable_file(path: Path) -> bytes:
+    """The file's bytes; a ValueError that says why not, such as a folder the user may not enter."""
+    try:
+        if not path.is_file():
+            raise ValueError("is not a readable file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+
+
+def check_ca_bundle(path: Path) -> bytes:
+    """The bundle's bytes, once OpenSSL has read certificates from them. Raises ValueError."""
+    data = readable_file(path)
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError):
+        raise ValueError("holds no PEM certificate that OpenSSL can read") from None
+    return data
 
 
 class Settings(BaseSettings):
@@ -136,9 +157,9 @@ class Settings(BaseSettings):
 
     @field_validator("ca_bundle", "password_file")
     @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError("is not a readable file")
+    def _readable_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:  # a CA bundle must hold certificates too
+            (check_ca_bundle if info.field_name == "ca_bundle" else readable_file)(value)
         return value
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ import trustme
 
 from cmx_connect_exporter.exposition.snapshot import State
 from cmx_connect_exporter.healthcheck import healthz_url
-from cmx_connect_exporter.web.server import make_app, serve
+from cmx_connect_exporter.web.server import HttpServer, make_app
 from cmx_connect_exporter.web.webconfig import load_web_config
 
 HEALTHCHECK = [sys.executable, "-m", "cmx_connect_exporter.healthcheck"]
@@ -38,12 +38,13 @@ def exporter(request: pytest.FixtureRequest, tls_config: Path) -> Iterator[dict[
     """A live HTTP server of the exporter, and the environment the container would give it."""
     env = {"CMX_WEB_CONFIG_FILE": str(tls_config)} if request.param else {}
     web = load_web_config(tls_config if request.param else None)
-    server = serve(make_app(State(60, "0"), healthy=lambda: True), "127.0.0.1", 0, web.ssl_context)
+    server = HttpServer(make_app(State(60, "0"), healthy=lambda: True), web)
+    server.bind("127.0.0.1", 0)
+    server.start()
     try:
-        yield {**env, "CMX_LISTEN_ADDRESS": f"127.0.0.1:{server.server_port}"}
+        yield {**env, "CMX_LISTEN_ADDRESS": f"127.0.0.1:{server.port}"}
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def run_healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,7 @@ from cmx_connect_exporter.cmx.paging import PageThreads
 from cmx_connect_exporter.counting.tally import LoginTracker
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.outcome import Counts
-from cmx_connect_exporter.polling.messages import Hello, PollRequest, VisitorsRequest, framed
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, VisitorsRequest, framed
 from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
@@ -40,32 +40,38 @@ WORKER_NICENESS = 5
 
 
 def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
-    """The worker's loop: a Hello first, then one poll per request, until the parent is gone.
+    """The worker's loop: a Hello first, then one poll per request, until the parent is gone; new
+    ClientOptions (a rotated password or CA bundle) replace the client before the next poll.
 
     The worker keeps the last total itself: it sizes the next poll's table and tells the
     prefetcher where the list probably ends. It keeps the page threads too, so that a poll
     need not wait for its requests past the end (the next poll does, before it starts), and the
     last poll's logins, to count the new ones, and its time zone, for the visitors of the day.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGHUP (reload) are the parent's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
     try:
         hello: Hello = pickle.load(requests_in)
     except EOFError:
         return
     setup_logging(hello.log_level, hello.log_format)
-    options = hello.client
-    client = CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
-                       verify=options.verify, max_retry_wait=options.max_retry_wait)
+    client = _client(hello.client)
     last_total = 0
     tz_offset: int | None = None  # the last active poll's: the visitors of the day start at its local midnight
     threads: PageThreads | None = None
     logins = LoginTracker()
     while True:
         try:
-            request: PollRequest | VisitorsRequest = pickle.load(requests_in)
+            request: PollRequest | VisitorsRequest | ClientOptions = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
+        if isinstance(request, ClientOptions):
+            if threads is not None:
+                threads.settle()  # the last walk's requests past the end go out on the old client
+            client.close()
+            client = _client(request)
+            continue
         if threads is None or threads.size != request.concurrency:
             if threads is not None:
                 threads.close()
@@ -78,6 +84,11 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
             last_total, tz_offset = outcome.result.total, outcome.result.tz_offset
         replies_out.write(framed(outcome))
         replies_out.flush()
+
+
+def _client(options: ClientOptions) -> CmxClient:
+    return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
+                     verify=options.verify, max_retry_wait=options.max_retry_wait)
 
 
 if __name__ == "__main__":
