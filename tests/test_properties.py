@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from cmx_connect_exporter.cmx.wire import fast_loads
 from cmx_connect_exporter.counting.dedupe import session_key
 from cmx_connect_exporter.counting.dimensions import (
     BYTES,
@@ -172,7 +173,11 @@ def first_of_each_session(pages: list[list[dict[str, Any]]]) -> list[dict[str, A
 
 
 def exact_bytes(value: Any) -> int:
-    """The rule for a byte count, written out apart from the tally's: a non-negative whole number, or its digits."""
+    """The rule for a byte count, written out apart from the tally's: a non-negative whole number, or its digits.
+
+    An integer is taken as the exporter receives it: orjson reads one past 64 bits as a float."""
+    if type(value) is int:
+        value = fast_loads(str(value))
     if type(value) is int or (type(value) is float and value.is_integer()):
         return int(value) if value > 0 else 0
     if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:
