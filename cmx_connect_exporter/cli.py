@@ -1,4 +1,5 @@
-"""The command line: settings in, logging set up, then poller and HTTP server until SIGTERM."""
+"""The command line: settings and targets in, logging set up, then poll workers, schedule and HTTP server
+until SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from contextlib import ExitStack
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.config.targets import Target, TargetsError
+from cmx_connect_exporter.exposition.snapshot import Store
 from cmx_connect_exporter.logs import setup_logging
-from cmx_connect_exporter.polling.handle import PollWorker
-from cmx_connect_exporter.polling.messages import ClientOptions, Hello
-from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
+from cmx_connect_exporter.polling.messages import Hello
+from cmx_connect_exporter.polling.pool import WorkerPool
+from cmx_connect_exporter.polling.scheduler import Probes, Schedule
 from cmx_connect_exporter.settings import Settings, SettingsError, load_settings
 from cmx_connect_exporter.web.server import make_app, serve
 
@@ -33,36 +35,34 @@ def exporter_version() -> str:
         return "0+unknown"
 
 
-def run(settings: Settings, stop: threading.Event, password: str | None) -> None:
+def run(settings: Settings, stop: threading.Event, targets: tuple[Target, ...]) -> None:
     """Serve until ``stop`` is set."""
     with ExitStack() as cleanup:
-        url, username = settings.url, settings.username
-        if settings.demo:
+        if settings.demo and settings.targets_file is None:
             from cmx_simulator import Simulator
 
             username, password = DEMO_CREDENTIALS
             simulator = Simulator(username=username, password=password, churn=DEMO_CHURN).start()
             cleanup.callback(simulator.stop)
-            url = simulator.url
-            log.info("demo mode: polling the built-in CMX simulator at %s", url)
-        if settings.insecure_skip_verify:
-            log.warning("TLS certificate verification is off (CMX_INSECURE_SKIP_VERIFY); "
-                        "prefer CMX_CA_BUNDLE")
-        verify: bool | str = (False if settings.insecure_skip_verify
-                              else str(settings.ca_bundle) if settings.ca_bundle else True)
-        assert url is not None  # the settings model requires it outside demo mode
-        client = ClientOptions(url=url, username=username, password=password, timeout=settings.timeout,
-                               verify=verify, max_retry_wait=min(30.0, settings.poll_interval / 2))
-        worker = PollWorker(Hello(client, settings.log_level, settings.log_format))
-        cleanup.callback(worker.close)
+            (demo,) = targets
+            targets = (Target(demo.name, simulator.url, demo.options.model_copy(update={"username": username}),
+                              password),)
+            log.info("demo mode: polling the built-in CMX simulator at %s", simulator.url)
+        for target in targets:
+            if target.options.insecure_skip_verify:
+                log.warning("TLS certificate verification is off for %s (insecure_skip_verify); "
+                            "prefer a CA bundle", target.name)
+        pool = WorkerPool(Hello(settings.log_level, settings.log_format), min(settings.poll_workers, len(targets)))
+        cleanup.callback(pool.close)
 
-        state = State(settings.stale_after_seconds, exporter_version())
-        scheduler = start_scheduler(Poller(worker.poll, settings, state), settings.poll_interval)
-        cleanup.callback(scheduler.shutdown, wait=False)
+        store = Store(exporter_version())
+        schedule = Schedule(pool.poll, store, Probes() if settings.poll == "probed" else None)
+        cleanup.callback(schedule.shutdown)
+        schedule.apply(targets)
 
         host, port = settings.listen
         web = settings.web_config
-        app = web.protect(make_app(state, healthy=lambda: scheduler.running))
+        app = web.protect(make_app(store, schedule, healthy=lambda: schedule.running))
         try:
             server = serve(app, host, port, web.ssl_context)
         except OSError as exc:  # the address is taken or not ours
@@ -70,8 +70,11 @@ def run(settings: Settings, stop: threading.Event, password: str | None) -> None
             raise SystemExit(1) from None
         cleanup.callback(server.server_close)
         cleanup.callback(server.shutdown)
-        log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.server_port,
-                 " (basic auth; /healthz open)" if web.users else "", url, settings.poll_interval)
+        what = (f"{targets[0].url} every {targets[0].options.poll_interval:g} s" if len(targets) == 1
+                else f"{len(targets)} CMX servers")
+        log.info("listening on %s://%s:%d/metrics%s, polling %s%s", web.scheme, host, server.server_port,
+                 " (basic auth; /healthz open)" if web.users else "", what,
+                 " as Prometheus probes them (CMX_POLL=probed)" if settings.poll == "probed" else "")
         stop.wait()
         log.info("shutting down")
 
@@ -85,11 +88,11 @@ def _usage_error(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
-        password = None if settings.demo else settings.read_password()  # a bad file fails now, with exit 2
-    except SettingsError as exc:
+        targets = settings.targets()  # a bad file fails now, with exit 2
+    except (SettingsError, TargetsError) as exc:
         _usage_error(str(exc))
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(settings, stop, password)
+    run(settings, stop, targets)

@@ -9,20 +9,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
-from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cmx_connect_exporter.config.targets import (
+    MIN_POLL_TIMEOUT,
+    FieldError,
+    PollOptions,
+    Target,
+    check_name,
+    check_url,
+    default_name,
+    load_targets,
+    options_of,
+    read_password,
+    readable_file,
+)
 from cmx_connect_exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 ENV_PREFIX = "CMX_"
 DEFAULT_PORT = 10180
-MIN_POLL_TIMEOUT = 30.0
 # Defaults computed from other settings, as --help shows them.
 DERIVED_DEFAULTS = {
     "stale_after": "3 x poll interval",
     "poll_timeout": f"the poll interval, but at least 3 x timeout and {MIN_POLL_TIMEOUT:g} s",
+    "name": "the URL's host, or demo in demo mode",
 }
 
 
@@ -41,33 +53,25 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class Settings(BaseSettings):
-    """Everything the exporter can be told. Field descriptions double as ``--help`` text."""
+class Settings(PollOptions, BaseSettings):
+    """Everything the exporter can be told. Field descriptions double as ``--help`` text.
+
+    The per-target options come from PollOptions: in single-target mode they describe the one CMX, and with a
+    targets file they are ignored there (the file has its own ``defaults:``).
+    """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True,
                                       allow_inf_nan=False)
 
     url: str | None = Field(None, description="base URL of the CMX server, such as https://cmx.example.net")
-    username: str | None = Field(None, description="CMX API user (HTTP Basic)")
     password: SecretStr | None = Field(None, description="CMX API password (prefer CMX_PASSWORD_FILE)")
-    password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
-    poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
-    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page, 1 to 1000")] = 1000
-    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed to connect, and again for the whole "
-                                                              "answer to one HTTP request")] = 10
-    poll_timeout: Annotated[
-        float | None,
-        Field(gt=0, description="seconds a whole poll may take; past it the poll fails as a timeout"),
-    ] = None
-    ca_bundle: Path | None = Field(None, description="CA file for a CMX with a private certificate")
-    insecure_skip_verify: bool = Field(False, description="turn certificate checks off (logs a warning)")
-    stale_after: Annotated[
-        float | None,
-        Field(gt=0, description="seconds the last counts stay published once polls fail"),
-    ] = None
-    max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
-    concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
-    max_pages: Annotated[int, Field(ge=1, description="hard cap on pages per poll")] = 5000
+    name: str | None = Field(None, description="the cmx label of the one CMX polled without a targets file")
+    targets_file: Path | None = Field(None, description="YAML file of the CMX servers to poll (see README, "
+                                                        "Many CMX servers); replaces the single-CMX settings")
+    poll: Literal["all", "probed"] = Field("all", description="poll every target (all), or only those Prometheus "
+                                                              "probes on this replica (probed; for sharding)")
+    poll_workers: Annotated[int, Field(ge=1, le=32, description="most poll worker processes, shared by the "
+                                                                "targets")] = 4
     listen_address: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="host:port of the HTTP server")
     web_config_file: Path | None = Field(None, description="exporter-toolkit web config file: TLS and basic auth "
                                                            "for the HTTP server (/healthz stays open)")
@@ -84,16 +88,17 @@ class Settings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials; use CMX_USERNAME and CMX_PASSWORD_FILE")
-        if parts.query or parts.fragment:
-            raise ValueError("must be the server's base URL, without a query")
-        return value.strip().rstrip("/")
+        return None if value is None else check_url(value)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    @field_validator("targets_file")
+    @classmethod
+    def _targets_file(cls, value: Path | None) -> Path | None:
+        return readable_file(value)
 
     @field_validator("listen_address")
     @classmethod
@@ -101,45 +106,21 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
-    @field_validator("ca_bundle", "password_file")
-    @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError("is not a readable file")
-        return value
-
     @model_validator(mode="after")
     def _check_combination(self) -> Settings:
-        if self.url is None and not self.demo:
-            raise _FieldError("url", "is required (or run with --demo)")
+        if self.url is None and not self.demo and self.targets_file is None:
+            raise FieldError("url", "is required (or run with --demo, or give CMX_TARGETS_FILE)")
         if self.password is not None and self.password_file is not None:
-            raise _FieldError("password_file", "cannot be used together with CMX_PASSWORD")
-        if self.poll_timeout is not None and self.poll_timeout <= self.timeout:
-            raise _FieldError("poll_timeout", "must be longer than CMX_TIMEOUT, or no request could finish")
-        if self.stale_after is not None and self.stale_after < self.poll_interval:
-            raise _FieldError("stale_after", "must be at least CMX_POLL_INTERVAL, or counts would vanish between polls")
-        if self.insecure_skip_verify and self.ca_bundle is not None:
-            raise _FieldError("insecure_skip_verify", "cannot be used together with CMX_CA_BUNDLE")
+            raise FieldError("password_file", "cannot be used together with CMX_PASSWORD")
         try:  # read and checked here, once; the exporter uses what was read
             self._web_config = load_web_config(self.web_config_file)
         except WebConfigError as exc:
-            raise _FieldError("web_config_file", str(exc)) from None
+            raise FieldError("web_config_file", str(exc)) from None
         return self
 
     @property
     def web_config(self) -> WebConfig:
         return self._web_config
-
-    @property
-    def stale_after_seconds(self) -> float:
-        return self.stale_after if self.stale_after is not None else 3 * self.poll_interval
-
-    @property
-    def poll_timeout_seconds(self) -> float:
-        """By default a poll may take its interval, with room for one slow page's retries."""
-        if self.poll_timeout is not None:
-            return self.poll_timeout
-        return max(self.poll_interval, 3 * self.timeout, MIN_POLL_TIMEOUT)
 
     @property
     def listen(self) -> tuple[str, int]:
@@ -149,20 +130,18 @@ class Settings(BaseSettings):
         """Read the secret late, so it lives in as few places as possible. Raises SettingsError."""
         if self.password_file is not None:
             try:
-                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise SettingsError(_name("password_file", f"cannot read it ({exc.strerror})")) from None
-            except UnicodeDecodeError:  # the message would quote the bytes around the bad one
-                raise SettingsError(_name("password_file", "is not UTF-8 text")) from None
+                return read_password(self.password_file)
+            except ValueError as exc:
+                raise SettingsError(_name("password_file", str(exc))) from None
         return self.password.get_secret_value() if self.password is not None else None
 
-
-class _FieldError(ValueError):
-    """A rule across fields, blamed on the one field the user should change."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+    def targets(self) -> tuple[Target, ...]:
+        """The CMX servers to poll: the targets file's, or the one these settings describe (without its URL in
+        demo mode, which the simulator gives). Raises SettingsError, or TargetsError for the file."""
+        if self.targets_file is not None:
+            return load_targets(self.targets_file)
+        password = None if self.demo else self.read_password()
+        return (Target(self.name or default_name(self.url, self.demo), self.url or "", options_of(self), password),)
 
 
 def env_name(field: str) -> str:
@@ -218,7 +197,7 @@ def _describe(exc: ValidationError) -> str:
     error = exc.errors(include_input=False)[0]
     field = str(error["loc"][0]) if error["loc"] else ""
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, _FieldError):
+    if isinstance(cause, FieldError):
         field, message = cause.field, str(cause)
     else:
         message = str(cause) if isinstance(cause, ValueError) else error["msg"]

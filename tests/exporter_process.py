@@ -18,7 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
-from cmx_connect_exporter.exposition.names import POLL_ERRORS, UP
+from cmx_connect_exporter.exposition.names import POLL_ERRORS, TARGET_LABEL, UP
 from cmx_simulator import ActiveCounts
 from tool_policy import require_tool
 
@@ -136,8 +136,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def session_counts(samples: Samples) -> ActiveCounts | None:
+def of_target(samples: Samples, cmx: str | None = None) -> Samples:
+    """One target's series, without their ``cmx`` label; with ``cmx`` None, the one target the scrape has."""
+    names = {dict(labels)[TARGET_LABEL] for _, labels in samples if TARGET_LABEL in dict(labels)}
+    if cmx is None:
+        assert len(names) <= 1, f"the scrape has several targets: {sorted(names)}"
+        cmx = next(iter(names), None)
+    return {(name, tuple(kv for kv in labels if kv[0] != TARGET_LABEL)): value
+            for (name, labels), value in samples.items() if dict(labels).get(TARGET_LABEL) == cmx}
+
+
+def session_counts(samples: Samples, cmx: str | None = None) -> ActiveCounts | None:
     """The session series of a scrape in the simulator's ground-truth shape; None when there are none."""
+    samples = of_target(samples, cmx)
     total = samples.get((ACTIVE_SESSIONS, ()))
     if total is None:
         return None
@@ -149,14 +160,14 @@ def session_counts(samples: Samples) -> ActiveCounts | None:
     return ActiveCounts(total=int(total), by_label=by_label)
 
 
-def poll_errors(samples: Samples) -> dict[str, float]:
+def poll_errors(samples: Samples, cmx: str | None = None) -> dict[str, float]:
     """``cmx_connect_poll_errors_total`` by reason."""
-    return {dict(labels)["reason"]: value for (name, labels), value in samples.items()
+    return {dict(labels)["reason"]: value for (name, labels), value in of_target(samples, cmx).items()
             if name == f"{POLL_ERRORS.name}_total"}
 
 
-def up(samples: Samples) -> bool:
-    return samples.get((UP.name, ()), 0) == 1
+def up(samples: Samples, cmx: str | None = None) -> bool:
+    return of_target(samples, cmx).get((UP.name, ()), 0) == 1
 
 
 def console_script() -> str:

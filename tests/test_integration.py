@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from cmx_simulator import Simulator
-from exporter_process import ExporterProcess, session_counts, up
+from exporter_process import ExporterProcess, of_target, poll_errors, session_counts, up
 from tool_policy import require_tool
 
 
@@ -34,7 +34,7 @@ def test_metrics_match_the_simulators_own_counts(simulator: Simulator, page_size
         exporter.stop()
     assert session_counts(samples) == truth
     pages = truth.total // page_size + 1  # the last page is short, or empty on an exact multiple
-    assert pages <= samples[("cmx_connect_poll_requests", ())] <= pages + concurrency - 1
+    assert pages <= of_target(samples)[("cmx_connect_poll_requests", ())] <= pages + concurrency - 1
 
 
 def test_label_cap_folds_the_rest_into_other(simulator: Simulator) -> None:
@@ -63,9 +63,9 @@ def test_wrong_password_is_an_auth_error_and_the_process_lives_on(simulator: Sim
     args = cmx_args(simulator)
     args[args.index("integration-pw")] = "wrong-pw-canary"
     with ExporterProcess(*args) as exporter:
-        samples = exporter.wait_for(lambda s: s.get(("cmx_connect_poll_errors_total", (("reason", "auth"),)), 0) >= 2)
+        samples = exporter.wait_for(lambda s: poll_errors(s)["auth"] >= 2)
         assert not up(samples)
-        assert ("cmx_connect_active_sessions", ()) not in samples
+        assert session_counts(samples) is None
         assert requests.get(exporter.url + "/healthz", timeout=5).status_code == 200
         log = exporter.stop()
     assert "authentication failed (HTTP 401)" in log
@@ -86,4 +86,4 @@ def test_demo_mode_needs_no_settings() -> None:
     with ExporterProcess("--demo") as exporter:
         samples = exporter.wait_for(up)
         exporter.stop()
-    assert samples[("cmx_connect_active_sessions", ())] > 0
+    assert of_target(samples)[("cmx_connect_active_sessions", ())] > 0

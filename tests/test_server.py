@@ -10,20 +10,41 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from cmx_connect_exporter.config.targets import PollOptions, Target
 from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import Store, TargetState
 from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.web.server import make_app, serve
-from exporter_process import ExporterProcess, up
+from exporter_process import ExporterProcess, parse_samples, up
 
 COUNTS = Counts(total=3, by_label={label: {"a value": 3} for label in LABELS})
 
 
+class FixedTargets:
+    """The schedule as the HTTP side sees it, for one target polled in mode all."""
+
+    def __init__(self, *targets: Target) -> None:
+        self._targets = list(targets)
+
+    def targets(self) -> list[Target]:
+        return self._targets
+
+    def probed(self, name: str) -> bool:
+        return any(target.name == name for target in self._targets)
+
+    def polled_here(self, name: str) -> bool | None:
+        return None
+
+
+TARGET = Target("venue-1", "https://cmx.test", PollOptions(poll_interval=30))
+
+
 @pytest.fixture
-def served() -> Iterator[tuple[str, State, list[bool]]]:
-    state = State(stale_after=60, version="9.9.9")
+def served() -> Iterator[tuple[str, TargetState, list[bool]]]:
+    store = Store(version="9.9.9")
+    state = store.add(TARGET.name, stale_after=60)
     health = [True]
-    server = serve(make_app(state, healthy=lambda: health[0]), "127.0.0.1", 0)
+    server = serve(make_app(store, FixedTargets(TARGET), healthy=lambda: health[0]), "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.server_port}", state, health
     finally:
@@ -31,16 +52,18 @@ def served() -> Iterator[tuple[str, State, list[bool]]]:
         server.server_close()
 
 
-def test_metrics_is_served_with_the_exposition_content_type(served: tuple[str, State, list[bool]]) -> None:
+def test_metrics_is_served_with_the_exposition_content_type(served: tuple[str, TargetState, list[bool]]) -> None:
     url, state, _ = served
     state.record_success(COUNTS, duration=0.5, requests=1)
     response = requests.get(url + "/metrics", timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
-    assert all(f'{d.metric}{{{d.label}="a value"}} 3.0' in response.text for d in DIMENSIONS)
+    got = parse_samples(response.text)
+    assert all(got[(d.metric, tuple(sorted({"cmx": "venue-1", d.label: "a value"}.items())))] == 3
+               for d in DIMENSIONS)
 
 
-def test_landing_page_links_and_shows_the_state(served: tuple[str, State, list[bool]]) -> None:
+def test_landing_page_links_and_shows_the_state(served: tuple[str, TargetState, list[bool]]) -> None:
     url, state, _ = served
     state.record_failure(PollError("auth", "authentication failed (HTTP 401) <script>"), requests=1)
     page = requests.get(url + "/", timeout=5).text
@@ -49,7 +72,7 @@ def test_landing_page_links_and_shows_the_state(served: tuple[str, State, list[b
     assert "<script>" not in page
 
 
-def test_healthz_follows_the_scheduler_not_cmx(served: tuple[str, State, list[bool]]) -> None:
+def test_healthz_follows_the_scheduler_not_cmx(served: tuple[str, TargetState, list[bool]]) -> None:
     url, state, health = served
     state.record_failure(PollError("connection", "cannot connect"), requests=1)
     assert requests.get(url + "/healthz", timeout=5).status_code == 200
@@ -57,14 +80,14 @@ def test_healthz_follows_the_scheduler_not_cmx(served: tuple[str, State, list[bo
     assert requests.get(url + "/healthz", timeout=5).status_code == 503
 
 
-def test_unknown_paths_and_methods(served: tuple[str, State, list[bool]]) -> None:
+def test_unknown_paths_and_methods(served: tuple[str, TargetState, list[bool]]) -> None:
     url, _, _ = served
     assert requests.get(url + "/nope", timeout=5).status_code == 404
     assert requests.post(url + "/metrics", timeout=5).status_code == 405
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/", "/healthz"])
-def test_head_has_the_headers_of_get_and_no_body(path: str, served: tuple[str, State, list[bool]]) -> None:
+def test_head_has_the_headers_of_get_and_no_body(path: str, served: tuple[str, TargetState, list[bool]]) -> None:
     """A body after HEAD would be read as the start of the next response on the connection.
 
     The GET pipelined behind the HEAD may be answered or not (the server closes after one request),
@@ -112,3 +135,52 @@ def test_a_request_line_can_neither_forge_nor_colour_log_lines(log_format: str) 
     for message in ours:
         assert '"GET /' in message or "('GET /" in message, f"a log line was split: {message!r}"
         assert message.isprintable(), f"raw control characters: {message!r}"
+
+
+@pytest.fixture
+def two_targets() -> Iterator[tuple[str, Store]]:
+    other = Target("venue-2", "https://cmx2.test", PollOptions(poll_interval=60))
+    store = Store(version="9.9.9")
+    store.add(TARGET.name, stale_after=60).record_success(COUNTS, duration=0.5, requests=1)
+    store.add(other.name, stale_after=120).record_failure(PollError("auth", "CMX answered HTTP 401"), requests=1)
+    server = serve(make_app(store, FixedTargets(TARGET, other), healthy=lambda: True), "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", store
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_probe_serves_one_targets_series_and_metrics_serves_all(two_targets: tuple[str, Store]) -> None:
+    url, _ = two_targets
+    probed = parse_samples(requests.get(url + "/probe", params={"target": "venue-2"}, timeout=5).text)
+    every = parse_samples(requests.get(url + "/metrics", timeout=5).text)
+    assert {dict(labels).get("cmx") for _, labels in probed} == {"venue-2"}
+    assert {dict(labels).get("cmx") for _, labels in every} == {"venue-1", "venue-2", None}
+    assert probed.items() <= every.items()
+
+
+@pytest.mark.parametrize(("query", "status"), [
+    ({"target": "nowhere"}, 404),
+    ({"target": "https://attacker.example/"}, 404),
+    ({"target": "venue-1", "url": "https://attacker.example/"}, 400),
+    ({"target": "venue-1", "password": "x"}, 400),
+    ({}, 400),
+])
+def test_probe_takes_only_a_configured_name(two_targets: tuple[str, Store], query: dict[str, str],
+                                            status: int) -> None:
+    url, _ = two_targets
+    response = requests.get(url + "/probe", params=query, timeout=5)
+    assert response.status_code == status
+    assert "cmx_connect" not in response.text
+    assert ("no target named" if status == 404 else "URLs and credentials are never taken") in response.text
+
+
+def test_landing_page_lists_every_target_and_names_the_failure(two_targets: tuple[str, Store]) -> None:
+    url, _ = two_targets
+    page = requests.get(url + "/", timeout=5).text
+    rows = page.split("<tr>")[2:]
+    assert [row.split("</td>")[0].removeprefix("<td>") for row in rows] == ["venue-1", "venue-2"]
+    assert "<td>up</td>" in rows[0] and "<td>30 s</td>" in rows[0]
+    assert "<td>down</td>" in rows[1] and "CMX refused the credentials" in rows[1] and "<td>60 s</td>" in rows[1]
+    assert "not reachable" not in page

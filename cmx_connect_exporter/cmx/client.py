@@ -148,6 +148,10 @@ class CmxClient:
         if verify is False:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
+    def close(self) -> None:
+        """Its connections are closed; a worker does this for a target whose options changed."""
+        self._session.close()
+
     @property
     def requests_made(self) -> int:
         """HTTP requests sent so far, retries included."""

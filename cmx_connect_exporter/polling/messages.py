@@ -31,20 +31,23 @@ class ClientOptions:
 class Hello:
     """The first message to a new worker."""
 
-    client: ClientOptions
     log_level: str
     log_format: str
 
 
 @dataclass(frozen=True, slots=True)
 class PollRequest:
-    """One poll, as the settings describe it."""
+    """One poll of one target, as its options describe it. Any worker can take it: it carries the client's
+    options, and ``expected_sessions`` (the target's last total) sizes the poll's table and prefetching."""
 
+    target: str
+    client: ClientOptions
     page_size: int
     max_pages: int
     max_label_values: int
     concurrency: int
     poll_timeout: float
+    expected_sessions: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
     return tally.counts(max_label_values)
 
 
-def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0) -> PollOutcome:
+def run_poll(client: CmxClient, request: PollRequest) -> PollOutcome:
     """One poll with ``client``; failures are returned, never raised."""
     before = client.requests_made
     started = time.monotonic()
@@ -34,7 +34,7 @@ def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0
         result: Counts | PollError = count_active_sessions(
             client.fetch_body, page_size=request.page_size, max_pages=request.max_pages,
             max_label_values=request.max_label_values, concurrency=request.concurrency,
-            expected_sessions=expected_sessions, poll_timeout=request.poll_timeout)
+            expected_sessions=request.expected_sessions, poll_timeout=request.poll_timeout)
     except PollError as error:
         result = error
     except Exception as exc:  # a bug, or an input we did not foresee: say so, leak nothing

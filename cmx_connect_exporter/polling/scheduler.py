@@ -1,46 +1,89 @@
-"""The poll job and its schedule: one poll at a time, results published whole."""
+"""The poll jobs and their schedules: one job per target, each on its own interval, results published whole.
+
+Targets never wait on each other here: each job runs in its own thread (APScheduler's pool), and blocks
+only on its own poll, which the worker pool bounds by the target's own deadline.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.config.targets import Target
+from cmx_connect_exporter.exposition.snapshot import Store, TargetState
 from cmx_connect_exporter.outcome import PollError
 from cmx_connect_exporter.polling.handle import WorkerClosed
-from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest
-from cmx_connect_exporter.settings import Settings
+from cmx_connect_exporter.polling.messages import ClientOptions, PollOutcome, PollRequest
 
 log = logging.getLogger(__name__)
 
 MAX_DEFERRAL = 3600.0  # the longest Retry-After that postpones polling
+# Threads that may wait on a poll at once, one per target at most (a job never overlaps itself); they
+# are started as needed and mostly wait, so the cap only has to be above the number of targets.
+MAX_POLL_THREADS = 512
+# In probed mode a target stops being polled after this many of its intervals without a probe.
+PROBE_LAPSE_INTERVALS = 5
+
+PollFunction = Callable[[PollRequest], PollOutcome]
+
+
+def poll_request(target: Target, expected_sessions: int) -> PollRequest:
+    """What a worker needs for one poll of ``target``."""
+    o = target.options
+    client = ClientOptions(url=target.url, username=o.username, password=target.password, timeout=o.timeout,
+                           verify=o.verify, max_retry_wait=min(30.0, o.poll_interval / 2))
+    return PollRequest(target=target.name, client=client, page_size=o.page_size, max_pages=o.max_pages,
+                       max_label_values=o.max_label_values, concurrency=o.concurrency,
+                       poll_timeout=o.poll_timeout_seconds, expected_sessions=expected_sessions)
+
+
+class Probes:
+    """When Prometheus last probed each target here; in probed mode, a target is polled only while probed."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def probed(self, name: str, interval: float) -> bool:
+        """Note a probe; True if the target was not being polled until now."""
+        was = self.polling(name, interval)
+        self._last[name] = self._clock()
+        return not was
+
+    def polling(self, name: str, interval: float) -> bool:
+        last = self._last.get(name)
+        return last is not None and self._clock() - last <= PROBE_LAPSE_INTERVALS * interval
 
 
 class Poller:
-    """Runs one poll and publishes what it found; never raises, so the schedule never dies."""
+    """Runs one target's polls and publishes what they found; never raises, so the schedule never dies."""
 
-    def __init__(self, poll: Callable[[PollRequest], PollOutcome], settings: Settings, state: State) -> None:
+    def __init__(self, poll: PollFunction, target: Target, state: TargetState,
+                 wanted: Callable[[], bool] = lambda: True) -> None:
         self._poll = poll
-        self._settings = settings
+        self._target = target
         self._state = state
+        self._wanted = wanted
         self._not_before = 0.0
+        self._last_total = 0
 
     def run(self) -> None:
+        if not self._wanted():
+            return
+        name = self._target.name
         if time.monotonic() < self._not_before:
-            log.info("poll skipped: CMX asked to wait (Retry-After)")
+            log.info("poll of %s skipped: CMX asked to wait (Retry-After)", name)
             return
         try:
-            outcome = self._poll(PollRequest(
-                page_size=self._settings.page_size,
-                max_pages=self._settings.max_pages,
-                max_label_values=self._settings.max_label_values,
-                concurrency=self._settings.concurrency,
-                poll_timeout=self._settings.poll_timeout_seconds,
-            ))
+            outcome = self._poll(poll_request(self._target, self._last_total))
         except WorkerClosed:
             return
         except Exception as exc:  # a bug of the exporter's own: counted, never a traceback that stops the job
@@ -51,26 +94,83 @@ class Poller:
             self._state.record_failure(result, outcome.requests)
             if result.retry_after:  # capped: a wild Retry-After must not stop polling for good
                 self._not_before = time.monotonic() + min(result.retry_after, MAX_DEFERRAL)
-            log.warning("poll failed: %s", result)
+            log.warning("poll of %s failed: %s", name, result)
             return
         was_up = self._state.snapshot.up
+        self._last_total = result.total
         self._state.record_success(result, outcome.duration, outcome.requests)
         log.log(logging.DEBUG if was_up else logging.INFO,
-                "poll complete: %d active sessions in %.2f s", result.total, outcome.duration)
+                "poll of %s complete: %d active sessions in %.2f s", name, result.total, outcome.duration)
 
 
-def start_scheduler(poller: Poller, interval: float) -> BackgroundScheduler:
-    """Poll now, then every interval; an overrunning poll makes the next one wait, not pile up."""
-    scheduler = BackgroundScheduler(timezone=UTC)
-    scheduler.add_job(
-        poller.run,
-        "interval",
-        seconds=interval,
-        id="poll",
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=max(1, int(interval)),
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.start()
-    return scheduler
+class Schedule:
+    """The targets' jobs; ``apply`` brings them in line with a (new) list of targets."""
+
+    def __init__(self, poll: PollFunction, store: Store, probes: Probes | None = None) -> None:
+        self._poll = poll
+        self._store = store
+        self._probes = probes
+        self._targets: dict[str, Target] = {}
+        self._lock = threading.Lock()
+        self._scheduler = BackgroundScheduler(timezone=UTC,
+                                              executors={"default": ThreadPoolExecutor(MAX_POLL_THREADS)})
+        self._scheduler.start()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def targets(self) -> list[Target]:
+        return list(self._targets.values())
+
+    def apply(self, targets: Iterable[Target]) -> None:
+        """New targets start, removed ones stop and lose their series, changed ones start afresh;
+        an unchanged target keeps its job, schedule and counts."""
+        with self._lock:
+            wanted = {target.name: target for target in targets}
+            for name in [name for name, old in self._targets.items() if wanted.get(name) != old]:
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(name)
+                del self._targets[name]
+                if name not in wanted:
+                    self._store.remove(name)
+            for name, target in wanted.items():
+                if name not in self._targets:
+                    self._add(target)
+
+    def _add(self, target: Target) -> None:
+        interval = target.options.poll_interval
+        state = self._store.add(target.name, target.options.stale_after_seconds)
+        probes = self._probes
+        wanted = (lambda: True) if probes is None else (lambda: probes.polling(target.name, interval))
+        self._targets[target.name] = target
+        self._scheduler.add_job(
+            Poller(self._poll, target, state, wanted).run,
+            "interval",
+            seconds=interval,
+            id=target.name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
+            next_run_time=datetime.now(UTC),
+        )
+
+    def probed(self, name: str) -> bool:
+        """A probe of ``name``; False if there is no such target. In probed mode the first probe polls at once."""
+        target = self._targets.get(name)
+        if target is None:
+            return False
+        if self._probes is not None and self._probes.probed(name, target.options.poll_interval):
+            with contextlib.suppress(JobLookupError):  # removed meanwhile by a reload
+                self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+        return True
+
+    def polled_here(self, name: str) -> bool | None:
+        """In probed mode, whether this replica polls ``name`` now; None in mode all."""
+        target = self._targets.get(name)
+        if self._probes is None or target is None:
+            return None
+        return self._probes.polling(name, target.options.poll_interval)
+
+    def shutdown(self) -> None:
+        self._scheduler.shutdown(wait=False)

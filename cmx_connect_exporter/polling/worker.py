@@ -20,19 +20,23 @@ from typing import BinaryIO
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.logs import setup_logging
-from cmx_connect_exporter.outcome import Counts
-from cmx_connect_exporter.polling.messages import Hello, PollRequest, framed
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, framed
 from cmx_connect_exporter.polling.poll import run_poll
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
 WORKER_NICENESS = 5
 
 
+def client_for(options: ClientOptions) -> CmxClient:
+    return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
+                     verify=options.verify, max_retry_wait=options.max_retry_wait)
+
+
 def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     """The worker's loop: a Hello first, then one poll per request, until the parent is gone.
 
-    The worker keeps the last total itself: it sizes the next poll's table and tells the
-    prefetcher where the list probably ends.
+    Any worker polls any target: it keeps one client per target it has polled (its connections stay
+    open between polls), made anew when the target's options change.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.nice(WORKER_NICENESS)
@@ -41,18 +45,18 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     except EOFError:
         return
     setup_logging(hello.log_level, hello.log_format)
-    options = hello.client
-    client = CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
-                       verify=options.verify, max_retry_wait=options.max_retry_wait)
-    last_total = 0
+    clients: dict[str, tuple[ClientOptions, CmxClient]] = {}
     while True:
         try:
             request: PollRequest = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
-        outcome = run_poll(client, request, last_total)
-        if isinstance(outcome.result, Counts):
-            last_total = outcome.result.total
+        known = clients.get(request.target)
+        if known is None or known[0] != request.client:
+            if known is not None:
+                known[1].close()
+            clients[request.target] = (request.client, client_for(request.client))
+        outcome = run_poll(clients[request.target][1], request)
         replies_out.write(framed(outcome))
         replies_out.flush()
 

@@ -1,4 +1,4 @@
-"""The HTTP side: ``/metrics``, a landing page at ``/`` and ``/healthz``.
+"""The HTTP side: ``/metrics``, ``/probe?target=<name>``, a landing page at ``/`` and ``/healthz``.
 
 A plain WSGI app on wsgiref's threading server, the same stack prometheus_client
 uses, so that ``/`` and ``/healthz`` can sit beside ``/metrics``.
@@ -13,13 +13,16 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.config.targets import Target
+from cmx_connect_exporter.exposition.snapshot import Snapshot, Store
+from cmx_connect_exporter.outcome import REASON_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +35,52 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def make_app(state: State, healthy: Callable[[], bool]) -> WSGIApp:
+class Targets(Protocol):
+    """What the HTTP side knows of the schedule: the targets, and probes of them."""
+
+    def targets(self) -> list[Target]: ...
+
+    def probed(self, name: str) -> bool: ...
+
+    def polled_here(self, name: str) -> bool | None: ...
+
+
+def make_app(store: Store, targets: Targets, healthy: Callable[[], bool]) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return _reply(start_response, "405 Method Not Allowed", b"only GET\n", extra=[("Allow", "GET, HEAD")])
         if path == "/metrics":
-            return _reply(start_response, "200 OK", state.exposition(), CONTENT_TYPE_LATEST)
+            return _reply(start_response, "200 OK", store.exposition(), CONTENT_TYPE_LATEST)
+        if path == "/probe":
+            return _probe(start_response, environ.get("QUERY_STRING", ""), store, targets)
         if path == "/healthz":
             ok = healthy()
             return _reply(start_response, "200 OK" if ok else "503 Service Unavailable",
                           b"ok\n" if ok else b"scheduler stopped\n")
         if path == "/":
-            return _reply(start_response, "200 OK", landing_page(state).encode(), "text/html; charset=utf-8")
+            return _reply(start_response, "200 OK", landing_page(store, targets).encode(), "text/html; charset=utf-8")
         return _reply(start_response, "404 Not Found", b"not found; try /metrics\n")
 
     return app
+
+
+def _probe(start_response: StartResponse, query: str, store: Store, targets: Targets) -> list[bytes]:
+    """One configured target's series, by name only: a URL or credentials in the query are refused, as
+    blackbox_exporter does, so a scrape config can never point the exporter at a host of its choosing."""
+    params = parse_qs(query, keep_blank_values=True)
+    names = params.get("target", [])
+    if set(params) != {"target"} or len(names) != 1:
+        return _reply(start_response, "400 Bad Request",
+                      b"give exactly one parameter, target=<name> of a configured target; URLs and credentials "
+                      b"are never taken from the query, only from the targets file\n")
+    name = names[0]
+    state = store.get(name)
+    if state is None or not targets.probed(name):
+        shown = name[:64].translate(_ESCAPES)
+        return _reply(start_response, "404 Not Found",
+                      f"no target named {shown!r} is configured; the targets are listed at /\n".encode())
+    return _reply(start_response, "200 OK", state.exposition(), CONTENT_TYPE_LATEST)
 
 
 def _reply(start_response: StartResponse, status: str, body: bytes,
@@ -68,24 +101,39 @@ def _without_body_for_head(app: WSGIApp) -> WSGIApp:
     return app_for_head
 
 
-def landing_page(state: State) -> str:
-    """Links and the current state; every value shown is the exporter's own, escaped."""
-    snap = state.snapshot
-    last = (datetime.fromtimestamp(snap.last_success, UTC).isoformat(timespec="seconds")
-            if snap.last_success else "never")
-    rows = [
-        ("CMX reachable (last poll)", "yes" if snap.up else "no"),
-        ("Active sessions (last complete poll)", str(snap.counts.total) if snap.counts else "none yet"),
-        ("Last successful poll", last),
-        ("Last error", snap.last_error or "none"),
-    ]
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+def landing_page(store: Store, targets: Targets) -> str:
+    """Links and every target's state; every value shown is the exporter's own, escaped."""
+    probed = [(target, targets.polled_here(target.name)) for target in targets.targets()]
+    mode = any(here is not None for _, here in probed)
+    head = ["CMX", "State", "Active sessions", "Last successful poll", "Last error", "Interval",
+            *(["Polled by this replica"] if mode else [])]
+    rows = []
+    for target, here in probed:
+        state = store.get(target.name)
+        snap = state.snapshot if state is not None else Snapshot()
+        error = snap.last_error
+        cells = [
+            target.name,
+            "up" if snap.up else ("never polled" if error is None else "down"),
+            str(snap.counts.total) if snap.counts else "none yet",
+            _time(snap.last_success),
+            f"{REASON_TEXT[error.reason]} ({error.reason}: {error})" if error is not None else "none",
+            f"{target.options.poll_interval:g} s",
+            *([("yes" if here else "no (not probed here lately)")] if mode else []),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    header = "<tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in head) + "</tr>"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>CMX Connect exporter</title></head>"
         "<body><h1>CMX Connect exporter</h1>"
-        "<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a></p>"
-        f"<table>{table}</table></body></html>"
+        "<p><a href='/metrics'>Metrics</a> (every target) &middot; /probe?target=&lt;name&gt; (one target) "
+        "&middot; <a href='/healthz'>Health</a></p>"
+        f"<table>{header}{''.join(rows)}</table></body></html>"
     )
+
+
+def _time(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds") if timestamp else "never"
 
 
 class _QuietHandler(WSGIRequestHandler):
