@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any
 
 import pytest
 import responses
 
+from cmx_connect_exporter.cmx.paging import PageThreads, walk
 from cmx_connect_exporter.outcome import PollError
 from cmx_pages import add_page, envelope, poll, record, requested_indexes, serve_pages, slow_poll
 
@@ -178,3 +181,40 @@ def test_concurrent_paging_restarts_when_a_short_page_says_there_is_more() -> No
     add_page(responses.mock, 0, 3, envelope([record(), record()], next_index=2))
     add_page(responses.mock, 2, 3, envelope([record()], next_index=0))
     assert poll(3, concurrency=3).total == 3
+
+
+def test_kept_threads_leave_requests_past_the_end_to_the_next_walk() -> None:
+    """A walk ends with its last page, not its requests past the end; the next walk waits for those first."""
+    release = threading.Event()
+    asked: list[int] = []
+
+    def fetch_body(index: int, count: int) -> bytes:
+        asked.append(index)
+        if index >= 10:  # past the end: held until released
+            release.wait(10)
+        records = [record() for _ in range(5 if index == 0 else 1 if index == 5 else 0)]
+        return json.dumps(envelope(records, count=count)).encode()
+
+    def start_walk() -> threading.Thread:
+        thread = threading.Thread(target=walk, args=(fetch_body, len), daemon=True,
+                                  kwargs={"page_size": 5, "max_pages": 10, "concurrency": 4, "threads": threads})
+        thread.start()
+        return thread
+
+    threads = PageThreads(4)
+    try:
+        first = start_walk()
+        first.join(5)
+        assert not first.is_alive(), "the walk waited for its requests past the end"
+        assert {10, 15} <= set(asked)
+        asked.clear()
+        second = start_walk()
+        second.join(0.3)
+        assert asked == [], "the next walk asked before the last walk's requests were answered"
+        release.set()
+        second.join(10)
+        assert not second.is_alive()
+        assert sorted(asked)[:2] == [0, 5]
+    finally:
+        release.set()
+        threads.close()

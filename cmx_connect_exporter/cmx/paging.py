@@ -7,9 +7,10 @@ is trusted to stop.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +20,45 @@ from cmx_connect_exporter.outcome import PollError
 FetchBody = Callable[[int, int], Body]
 FetchPage = Callable[[int, int], Page]
 Fold = Callable[[list[Any]], int]  # counts a page's records; returns how many sessions were new
+
+
+class PageThreads:
+    """The threads that fetch pages, kept by the poll worker from one poll to the next.
+
+    A walk that has read its last page does not wait for its requests past the end: its counts
+    are complete, and the poll's time should not include pages it will never read. The next walk
+    waits for them before it asks anything, so the requests of two polls never overlap at CMX.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="page")
+        self._lock = threading.Lock()
+        self._left: set[Future[Body]] = set()
+
+    def submit(self, fetch_body: FetchBody, index: int, count: int) -> Future[Body]:
+        return self._pool.submit(fetch_body, index, count)
+
+    def leave(self, futures: Iterable[Future[Body]]) -> None:
+        """Let requests already sent finish on their own; those not yet sent are dropped."""
+        for future in futures:
+            if not future.cancel():
+                with self._lock:
+                    self._left.add(future)
+                future.add_done_callback(self._forget)  # the body it holds is freed as soon as it arrives
+
+    def _forget(self, future: Future[Body]) -> None:
+        with self._lock:
+            self._left.discard(future)
+
+    def settle(self) -> None:
+        """Wait for the requests the last walk left."""
+        with self._lock:
+            left = list(self._left)
+        wait(left)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Prefetcher:
@@ -32,10 +72,10 @@ class _Prefetcher:
     has not changed across a page boundary is polled with no request past the end.
     """
 
-    def __init__(self, fetch_body: FetchBody, depth: int, pool: ThreadPoolExecutor, expected_sessions: int) -> None:
+    def __init__(self, fetch_body: FetchBody, depth: int, threads: PageThreads, expected_sessions: int) -> None:
         self._fetch = fetch_body
         self._depth = depth
-        self._pool = pool
+        self._threads = threads
         self._expected = expected_sessions
         self._in_flight: dict[int, Future[Body]] = {}
 
@@ -57,31 +97,43 @@ class _Prefetcher:
         for stale in self._in_flight.keys() - wanted:  # the walk moved off the expected indexes
             self._in_flight.pop(stale).cancel()
         for ahead in sorted(wanted - self._in_flight.keys()):
-            self._in_flight[ahead] = self._pool.submit(self._fetch, ahead, count)
+            self._in_flight[ahead] = self._threads.submit(self._fetch, ahead, count)
+
+    def leave(self) -> None:
+        self._threads.leave(self._in_flight.values())
+        self._in_flight.clear()
 
 
 @contextmanager
-def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int) -> Iterator[FetchPage]:
+def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int,
+                 threads: PageThreads | None) -> Iterator[FetchPage]:
     if concurrency <= 1:
         yield lambda index, count: parse_page(fetch_body(index, count), index)
         return
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page")
+    own = threads is None
+    if threads is None:
+        threads = PageThreads(concurrency)
+    threads.settle()
+    prefetcher = _Prefetcher(fetch_body, concurrency, threads, expected_sessions)
     try:
-        yield _Prefetcher(fetch_body, concurrency, pool, expected_sessions)
-    finally:  # requests already sent finish before the poll ends, so polls never overlap
-        pool.shutdown(wait=True, cancel_futures=True)
+        yield prefetcher
+    finally:
+        prefetcher.leave()
+        if own:  # threads of this walk alone: their requests finish before it returns
+            threads.close()
 
 
 def walk(fetch_body: FetchBody, fold: Fold, *, page_size: int, max_pages: int, concurrency: int = 1,
-         expected_sessions: int = 0, poll_timeout: float | None = None) -> None:
+         expected_sessions: int = 0, poll_timeout: float | None = None, threads: PageThreads | None = None) -> None:
     """Hand every page to ``fold``, in index order. Raises PollError.
 
     ``expected_sessions`` (the last poll's total) tells concurrent fetching where the list
     probably ends. Past ``poll_timeout`` seconds no further page is asked for: each page
-    answers in time, but pages without end would not.
+    answers in time, but pages without end would not. Without ``threads`` kept from poll to
+    poll, a concurrent walk makes its own and waits for all its requests before it returns.
     """
     deadline = time.monotonic() + poll_timeout if poll_timeout is not None else None
-    with _page_source(fetch_body, concurrency, expected_sessions) as get_page:
+    with _page_source(fetch_body, concurrency, expected_sessions, threads) as get_page:
         index = 0
         for _ in range(max_pages):  # the page is never named here, so it is freed before the next is decoded
             if deadline is not None and time.monotonic() > deadline:

@@ -19,6 +19,7 @@ import sys
 from typing import BinaryIO
 
 from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.cmx.paging import PageThreads
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, framed
 from cmx_connect_exporter.polling.poll import run_poll
@@ -27,16 +28,27 @@ from cmx_connect_exporter.polling.poll import run_poll
 WORKER_NICENESS = 5
 
 
-def client_for(options: ClientOptions) -> CmxClient:
-    return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
-                     verify=options.verify, max_retry_wait=options.max_retry_wait)
+class _Kept:
+    """What a worker keeps of one target between its polls."""
+
+    def __init__(self, options: ClientOptions, concurrency: int) -> None:
+        self.options = options
+        self.client = CmxClient(options.url, username=options.username, password=options.password,
+                                timeout=options.timeout, verify=options.verify, max_retry_wait=options.max_retry_wait)
+        self.threads = PageThreads(concurrency)
+
+    def close(self) -> None:
+        self.threads.close()
+        self.client.close()
 
 
 def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     """The worker's loop: a Hello first, then one poll per request, until the parent is gone.
 
-    Any worker polls any target: it keeps one client per target it has polled (its connections stay
-    open between polls), made anew when the target's options change.
+    Any worker polls any target. It keeps, per target it has polled, a client (its connections stay open
+    between polls) and page threads, so that a poll need not wait for its requests past the end: the
+    target's next poll does, before it starts, and no other target's poll ever waits for them. Both
+    are made anew when the target's options change.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.nice(WORKER_NICENESS)
@@ -45,18 +57,18 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     except EOFError:
         return
     setup_logging(hello.log_level, hello.log_format)
-    clients: dict[str, tuple[ClientOptions, CmxClient]] = {}
+    kept: dict[str, _Kept] = {}
     while True:
         try:
             request: PollRequest = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
-        known = clients.get(request.target)
-        if known is None or known[0] != request.client:
-            if known is not None:
-                known[1].close()
-            clients[request.target] = (request.client, client_for(request.client))
-        outcome = run_poll(clients[request.target][1], request)
+        target = kept.get(request.target)
+        if target is None or target.options != request.client or target.threads.size != request.concurrency:
+            if target is not None:
+                target.close()
+            target = kept[request.target] = _Kept(request.client, request.concurrency)
+        outcome = run_poll(target.client, request, target.threads)
         replies_out.write(framed(outcome))
         replies_out.flush()
 
