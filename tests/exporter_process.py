@@ -42,21 +42,22 @@ class ExporterProcess:
     """The real console script in a child process, talking to CMX over real HTTP.
 
     Its output is drained by a thread as it comes, so a chatty debug log can never fill the pipe and
-    stall the exporter, and tests can read the log while it runs. ``wrapper`` goes before the command
+    stall the exporter, and tests can read the log while it runs. ``command`` runs instead of
+    ``python -m cmx_connect_exporter``, such as the installed console script. ``wrapper`` goes before the command
     (such as ``unshare``, which execs it, so ``pid`` stays the exporter's). ``http`` is the session
     that scrapes: set its ``verify`` and ``auth`` for an exporter serving TLS or basic auth.
     """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, wrapper: Sequence[str] = (),
-                 scheme: str = "http") -> None:
+                 scheme: str = "http", command: str | None = None) -> None:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.http = requests.Session()
         self.http.trust_env = False  # else REQUESTS_CA_BUNDLE would override http.verify
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "cmx_connect_exporter", "--listen-address", f"127.0.0.1:{self.port}",
-             *args],
+            [*wrapper, *([command] if command else [sys.executable, "-m", "cmx_connect_exporter"]),
+             "--listen-address", f"127.0.0.1:{self.port}", *args],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._drain, name="exporter-output", daemon=True)
