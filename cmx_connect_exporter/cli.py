@@ -62,7 +62,8 @@ def run(settings: Settings, stop: threading.Event, targets: tuple[Target, ...]) 
 
         host, port = settings.listen
         web = settings.web_config
-        app = web.protect(make_app(store, schedule, healthy=lambda: schedule.running))
+        app = web.protect(make_app(store, schedule, healthy=lambda: schedule.running,
+                                   probed_mode=settings.poll == "probed"))
         try:
             server = serve(app, host, port, web.ssl_context)
         except OSError as exc:  # the address is taken or not ours

@@ -240,8 +240,10 @@ class Store:
             self._joined = join_families([state.families() for state in states])
             self._expires = min((state.expires for state in states), default=math.inf)
 
-    def exposition(self) -> bytes:
-        """All targets' families joined, then the process-wide ones."""
+    def exposition(self, targets: bool = True) -> bytes:
+        """All targets' families joined, then the process-wide ones; only these without ``targets``."""
+        if not targets:
+            return generate_latest(self.registry)
         if self._clock() > self._expires:
             self._rejoin()
         return self._joined + generate_latest(self.registry)

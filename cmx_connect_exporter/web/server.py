@@ -45,13 +45,16 @@ class Targets(Protocol):
     def polled_here(self, name: str) -> bool | None: ...
 
 
-def make_app(store: Store, targets: Targets, healthy: Callable[[], bool]) -> WSGIApp:
+def make_app(store: Store, targets: Targets, healthy: Callable[[], bool], probed_mode: bool = False) -> WSGIApp:
+    """In probed mode ``/metrics`` serves only the process-wide series: each target's come from ``/probe`` of
+    the one replica that polls it, and a target polled elsewhere would show here as never polled."""
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return _reply(start_response, "405 Method Not Allowed", b"only GET\n", extra=[("Allow", "GET, HEAD")])
         if path == "/metrics":
-            return _reply(start_response, "200 OK", store.exposition(), CONTENT_TYPE_LATEST)
+            return _reply(start_response, "200 OK", store.exposition(targets=not probed_mode), CONTENT_TYPE_LATEST)
         if path == "/probe":
             return _probe(start_response, environ.get("QUERY_STRING", ""), store, targets)
         if path == "/healthz":
