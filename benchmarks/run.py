@@ -48,8 +48,8 @@ AUTH = ("demo", "demo")
 FIELDS = tuple(dimension.keys[0] for dimension in (AUTHTYPE, OS, DEVICE, LANGUAGE))  # the floor's four, fixed
 SCRAPERS = 20
 SCRAPE_PAUSE = 0.05  # each scraper waits 0 to 2x this between scrapes, at random: 400 scrapes/s in all
-_LAST_SUCCESS = re.compile(rb"^" + LAST_SUCCESS.name.encode() + rb" (\S+)$", re.M)
-_DURATION = re.compile(rb"^" + POLL_DURATION.name.encode() + rb" (\S+)$", re.M)
+_LAST_SUCCESS = re.compile(rb"^" + LAST_SUCCESS.name.encode() + rb"(?:{[^}]*})? (\S+)$", re.M)
+_DURATION = re.compile(rb"^" + POLL_DURATION.name.encode() + rb"(?:{[^}]*})? (\S+)$", re.M)
 
 
 def free_port() -> int:

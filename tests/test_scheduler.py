@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -14,7 +15,7 @@ from cmx_connect_exporter.exposition.snapshot import Store, TargetState
 from cmx_connect_exporter.outcome import Counts
 from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest
 from cmx_connect_exporter.polling.poll import run_poll
-from cmx_connect_exporter.polling.scheduler import Poller, Probes, Schedule
+from cmx_connect_exporter.polling.scheduler import FIRST_POLL_SPREAD, Poller, Probes, Schedule
 from cmx_pages import ENDPOINT, add_page, envelope, make_client, record
 
 
@@ -156,6 +157,23 @@ def test_a_probe_lapses_after_five_intervals() -> None:
     assert not probes.polling("a", 60)
 
 
+def until_started(slow: SlowPoll, names: set[str], times: int = 1) -> None:
+    """Until each of ``names`` has polled (``changed`` ``times`` times); their first polls are spread over
+    FIRST_POLL_SPREAD."""
+    deadline = time.monotonic() + FIRST_POLL_SPREAD + 5
+    while not all(len(slow.started.get(name, [])) >= (times if name == "changed" else 1) for name in names):
+        assert time.monotonic() < deadline, slow.started
+        time.sleep(0.05)
+
+
+def test_targets_added_together_start_spread_over_the_first_seconds() -> None:
+    slow = SlowPoll({name: 0 for name in "abcd"})
+    run_schedule(slow, [target(name, poll_interval=2) for name in "abcd"], 1.8)
+    starts = sorted(times[0] for times in slow.started.values())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(starts) == 4 and all(0.3 < gap < 0.7 for gap in gaps), gaps  # 2 s interval / 4 targets
+
+
 def test_apply_keeps_unchanged_targets_and_restarts_changed_ones() -> None:
     slow = SlowPoll({"same": 0, "changed": 0, "gone": 0, "new": 0})
     store = Store(version="t")
@@ -163,11 +181,11 @@ def test_apply_keeps_unchanged_targets_and_restarts_changed_ones() -> None:
     try:
         schedule.apply([target("same", poll_interval=3600), target("changed", poll_interval=3600),
                         target("gone", poll_interval=3600)])
-        time.sleep(1)
+        until_started(slow, {"same", "changed", "gone"})
         kept = store.get("same")
         schedule.apply([target("same", poll_interval=3600), target("changed", poll_interval=1800),
                         target("new", poll_interval=3600)])
-        time.sleep(1)
+        until_started(slow, {"changed", "new"}, times=2)
     finally:
         schedule.shutdown()
     assert store.get("same") is kept and len(slow.started["same"]) == 1, "unchanged: same state, same schedule"

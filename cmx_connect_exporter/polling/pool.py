@@ -1,12 +1,12 @@
 """Poll workers shared by all targets: a few processes, each poll sent to a free one.
 
-A process per target would cost ~20 MiB each, 2 GiB for 100 targets; one process for all would let a
-hung CMX hold every other target's poll. A small pool does neither: it starts workers as polls need
-them, up to ``size``, and keeps a spare ready whenever it can grow, so a poll never waits for a process
-to start. A target that hangs holds one worker until its own poll deadline (the handle kills and
-replaces it then); the others go on in the rest of the pool. So ``size - 1`` targets can hang at once
-without delaying anyone. A target's polls go back to the worker that polled it last while it is free,
-which keeps its connections open.
+A process per target would cost some 35 MiB each, 3.5 GiB for 100 targets; one process for all would let a
+hung CMX hold every other target's poll. A small pool does neither. It starts with one worker and adds one
+(up to ``size``) only when a poll has waited ``GROW_AFTER`` for a free one: a hung target holds one worker
+until its own poll deadline (the handle kills and replaces it then), and the polls behind it get a new
+worker within about half a second. So ``size - 1`` targets can hang at once without delaying the others,
+while polls that merely follow each other share one worker. A target's polls go back to the worker that
+polled it last while it is free, which keeps its connections open.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from cmx_connect_exporter.polling.handle import PollWorker, WorkerClosed
 from cmx_connect_exporter.polling.messages import Hello, PollOutcome, PollRequest
 
 log = logging.getLogger(__name__)
+
+# How long a poll waits for a busy pool before another worker is started for it. A worker takes some
+# 0.3 s to start (it imports the client), so a poll behind a hung target starts within a second.
+GROW_AFTER = 0.25
 
 
 class WorkerPool:
@@ -69,22 +73,23 @@ class WorkerPool:
                 worker.close()
 
     def _acquire(self, target: str, deadline: float) -> PollWorker | None:
+        grow_at = time.monotonic() + GROW_AFTER
         with self._cond:
             while not self._idle:
                 if self._closed:
                     raise WorkerClosed
-                self._grow()
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if not self._all or now >= grow_at:
+                    self._grow()
+                left = deadline - now
                 if left <= 0:
                     return None
-                self._cond.wait(min(left, 1.0))
+                self._cond.wait(min(left, max(grow_at - now, 0.05)))
             if self._closed:
                 raise WorkerClosed
             preferred = self._last_worker.get(target)
             worker = preferred if preferred in self._idle else self._idle[-1]
             self._idle.remove(worker)
-            if not self._idle:
-                self._grow()  # a spare, so that the next poll finds a worker already started
             return worker
 
     def _grow(self) -> None:
@@ -95,6 +100,7 @@ class WorkerPool:
         threading.Thread(target=self._start_worker, name="poll-worker-start", daemon=True).start()
 
     def _start_worker(self) -> None:
+        """Starting a process does not wait for it to be ready: the poll is sent at once, and read when ready."""
         try:
             worker: PollWorker | None = PollWorker(self._hello)
         except Exception as exc:  # a poll waiting for it tries again, within its deadline

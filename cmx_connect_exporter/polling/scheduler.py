@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -31,6 +31,9 @@ MAX_DEFERRAL = 3600.0  # the longest Retry-After that postpones polling
 MAX_POLL_THREADS = 512
 # In probed mode a target stops being polled after this many of its intervals without a probe.
 PROBE_LAPSE_INTERVALS = 5
+# Targets added together start their polls spread over this long (or their interval, if shorter), so that
+# their schedules do not stay in step and a few workers take them one after another.
+FIRST_POLL_SPREAD = 10.0
 
 PollFunction = Callable[[PollRequest], PollOutcome]
 
@@ -134,11 +137,12 @@ class Schedule:
                 del self._targets[name]
                 if name not in wanted:
                     self._store.remove(name)
-            for name, target in wanted.items():
-                if name not in self._targets:
-                    self._add(target)
+            new = [target for name, target in wanted.items() if name not in self._targets]
+            for position, target in enumerate(new):
+                spread = min(FIRST_POLL_SPREAD, target.options.poll_interval)
+                self._add(target, delay=spread * position / len(new))
 
-    def _add(self, target: Target) -> None:
+    def _add(self, target: Target, delay: float = 0.0) -> None:
         interval = target.options.poll_interval
         state = self._store.add(target.name, target.options.stale_after_seconds)
         probes = self._probes
@@ -152,7 +156,7 @@ class Schedule:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(interval)),
-            next_run_time=datetime.now(UTC),
+            next_run_time=datetime.now(UTC) + timedelta(seconds=delay),
         )
 
     def probed(self, name: str) -> bool:
