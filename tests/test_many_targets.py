@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS
+from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
+from cmx_connect_exporter.polling.pool import WorkerPool
 from cmx_simulator import Simulator
 from exporter_process import ExporterProcess, console_script, of_target, poll_errors, session_counts, up
 
@@ -81,3 +87,41 @@ def test_a_failing_cmx_never_delays_nor_touches_the_others(tmp_path: Path, fault
     assert poll_errors(final, "broken")[reason] >= 1
     assert session_counts(final, "broken") is None
     assert sum(poll_errors(final, "mall").values()) == sum(poll_errors(final, "airport").values()) == 0
+
+
+def test_a_crashed_worker_loses_only_its_poll_and_is_replaced() -> None:
+    """Two targets on a pool of two: the worker polling one is killed mid-poll; the other's poll, on the
+    other worker, counts exactly, and the killed one's next poll runs on a replacement."""
+    with Simulator(sessions=2000, seed=31) as slow, Simulator(sessions=700, seed=32) as fast:
+        pool = WorkerPool(Hello(log_level="warning", log_format="text"), size=2)
+        try:
+            assert counts_of(pool.poll(request(fast))).total == fast.active_counts().total
+            (first,) = pool.pids
+            slow.latency = 0.3  # ten pages of 200: three seconds of polling to kill it in
+            outcome: list[PollOutcome] = []
+            polling = threading.Thread(target=lambda: outcome.append(pool.poll(request(slow))))
+            polling.start()
+            time.sleep(0.5)
+            other = pool.poll(request(fast))  # the only worker is busy: a second one is started for this
+            os.kill(first, signal.SIGKILL)
+            polling.join(30)
+            slow.latency = 0
+            again = pool.poll(request(slow))
+        finally:
+            pool.close()
+    assert counts_of(other).total == fast.active_counts().total
+    assert isinstance(outcome[0].result, PollError) and outcome[0].result.reason == "internal"
+    assert counts_of(again).total == slow.active_counts().total
+    assert first not in pool.pids
+
+
+def request(sim: Simulator) -> PollRequest:
+    client = ClientOptions(url=sim.url, username="demo", password="demo", timeout=5.0, verify=True,
+                           max_retry_wait=5.0)
+    return PollRequest(target=sim.url, client=client, page_size=200, max_pages=100, max_label_values=50,
+                       concurrency=1, poll_timeout=30)
+
+
+def counts_of(outcome: PollOutcome) -> Counts:
+    assert isinstance(outcome.result, Counts), outcome.result
+    return outcome.result

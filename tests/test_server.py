@@ -184,3 +184,20 @@ def test_landing_page_lists_every_target_and_names_the_failure(two_targets: tupl
     assert "<td>up</td>" in rows[0] and "<td>30 s</td>" in rows[0]
     assert "<td>down</td>" in rows[1] and "CMX refused the credentials" in rows[1] and "<td>60 s</td>" in rows[1]
     assert "not reachable" not in page
+
+
+def test_in_probed_mode_metrics_serves_only_the_process_wide_series() -> None:
+    """Each target's series come from /probe of the replica that polls it; here they would show a target
+    polled elsewhere as never polled."""
+    store = Store(version="9.9.9")
+    store.add(TARGET.name, stale_after=60).record_success(COUNTS, duration=0.5, requests=1)
+    server = serve(make_app(store, FixedTargets(TARGET), healthy=lambda: True, probed_mode=True), "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        every = parse_samples(requests.get(url + "/metrics", timeout=5).text)
+        probed = parse_samples(requests.get(url + "/probe", params={"target": TARGET.name}, timeout=5).text)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {name for name, _ in every} == {"cmx_connect_exporter_build_info"}
+    assert probed[("cmx_connect_active_sessions", (("cmx", TARGET.name),))] == 3
