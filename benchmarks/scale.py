@@ -16,16 +16,19 @@ appliances of their own), then the exporter as users run it, and watches it for 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
+import multiprocessing
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import requests
@@ -116,48 +119,65 @@ def scale_run(count: int, interval: float, intervals: int, workdir: Path) -> Sca
         sims.communicate("", timeout=60)
 
 
+async def _scrape_loop(port: int, seconds: float) -> list[tuple[float, float]]:
+    """A few scrapers, each timing whole responses (connect to last byte) and pausing between them."""
+    rng = random.Random(1)
+    timings: list[tuple[float, float]] = []
+    end = time.time() + seconds
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+
+    async def scraper() -> None:
+        await asyncio.sleep(rng.uniform(0, SCRAPE_PAUSE))
+        while time.time() < end:
+            began, t0 = time.time(), time.perf_counter()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await reader.read()
+            writer.close()
+            timings.append((began, time.perf_counter() - t0))
+            await asyncio.sleep(rng.uniform(0, 2 * SCRAPE_PAUSE))
+
+    await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
+    return timings
+
+
+def _scrape_process(port: int, seconds: float, out: Connection) -> None:
+    out.send(asyncio.run(_scrape_loop(port, seconds)))
+
+
 def watch(run: ScaleRun, pid: int, base: str, interval: float, intervals: int, count: int) -> ScaleRun:
+    """Scrapers in a process of their own, so that reading the polls' windows here takes none of their time."""
     def all_up() -> bool:
         text = requests.get(base + "/metrics", timeout=10).text
-        return text.count(f"{UP.name}{{") == count and f"{UP.name}{{{TARGET_LABEL}=" in text and \
-            f"}} 0.0\n{UP.name}" not in text and len(poll_windows(text)) == count
+        return text.count(f"{UP.name}{{") == count and f"}} 0.0\n{UP.name}" not in text and \
+            len(poll_windows(text)) == count
     wait_until(all_up, interval + 120, f"the first poll of all {count} targets")
     started = time.time()
     stop = started + intervals * interval
+    receive, send = multiprocessing.Pipe(duplex=False)
+    scrapers = multiprocessing.get_context("spawn").Process(
+        target=_scrape_process, args=(int(base.rsplit(":", 1)[1]), intervals * interval, send))
+    scrapers.start()
     seen: dict[str, set[float]] = {}
-    timings: list[tuple[float, float]] = []
     windows: set[tuple[float, float]] = set()
-    lock = threading.Lock()
-
-    def scraper(seed: int) -> None:
-        import random
-        rng = random.Random(seed)
-        with requests.Session() as http:
-            while time.time() < stop:
-                began, t0 = time.time(), time.perf_counter()
-                text = http.get(base + "/metrics", timeout=10).text
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    timings.append((began, elapsed))
-                    for name, window in poll_windows(text).items():
-                        seen.setdefault(name, set()).add(window[1])
-                        windows.add(window)
-                time.sleep(rng.uniform(0, 2 * SCRAPE_PAUSE))
-
-    threads = [threading.Thread(target=scraper, args=(n,)) for n in range(SCRAPERS)]
-    for thread in threads:
-        thread.start()
-    while time.time() < stop:
-        try:
-            pids = process_tree(pid)
-            run.peak_rss_mib = max(run.peak_rss_mib, sum(status_kib(p, "VmRSS") for p in pids) / 1024)
-            run.hwm_sum_mib = sum(status_kib(p, "VmHWM") for p in pids) / 1024
-            run.processes = max(run.processes, len(pids))
-        except OSError:
-            pass
-        time.sleep(0.2)
-    for thread in threads:
-        thread.join()
+    next_read = 0.0
+    with requests.Session() as http:
+        while time.time() < stop:
+            if time.time() >= next_read:  # the polls' windows, from a light watcher, twice a second
+                for name, window in poll_windows(http.get(base + "/metrics", timeout=10).text).items():
+                    seen.setdefault(name, set()).add(window[1])
+                    windows.add(window)
+                next_read = time.time() + 0.5
+            try:
+                pids = process_tree(pid)
+                run.peak_rss_mib = max(run.peak_rss_mib, sum(status_kib(p, "VmRSS") for p in pids) / 1024)
+                run.hwm_sum_mib = sum(status_kib(p, "VmHWM") for p in pids) / 1024
+                run.processes = max(run.processes, len(pids))
+            except OSError:
+                pass
+            time.sleep(0.2)
+    timings = receive.recv()
+    scrapers.join()
     text = requests.get(base + "/metrics", timeout=10).text
     promtool = shutil.which("promtool")
     if promtool:
