@@ -14,7 +14,7 @@ from cmx_connect_exporter.config.targets import PollOptions, Target
 from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
 from cmx_connect_exporter.exposition.snapshot import Store, TargetState
 from cmx_connect_exporter.outcome import Counts, PollError
-from cmx_connect_exporter.web.server import make_app, serve
+from cmx_connect_exporter.web.server import landing_page, make_app, serve
 from exporter_process import ExporterProcess, parse_samples, up
 
 COUNTS = Counts(total=3, by_label={label: {"a value": 3} for label in LABELS})
@@ -201,3 +201,26 @@ def test_in_probed_mode_metrics_serves_only_the_process_wide_series() -> None:
         server.server_close()
     assert {name for name, _ in every} == {"cmx_connect_exporter_build_info"}
     assert probed[("cmx_connect_active_sessions", (("cmx", TARGET.name),))] == 3
+
+
+class ProbedTargets(FixedTargets):
+    """Probed mode: this replica polls only ``here``."""
+
+    def __init__(self, here: str, *targets: Target) -> None:
+        super().__init__(*targets)
+        self.here = here
+
+    def polled_here(self, name: str) -> bool | None:
+        return name == self.here
+
+
+def test_in_probed_mode_the_landing_page_says_which_targets_this_replica_polls() -> None:
+    other = Target("venue-2", "https://cmx2.test", PollOptions(poll_interval=60))
+    store = Store(version="9.9.9")
+    store.add(TARGET.name, stale_after=60)
+    store.add(other.name, stale_after=120)
+    page = landing_page(store, ProbedTargets("venue-2", TARGET, other))
+    first, second = page.split("<tr>")[2:]
+    assert "Polled by this replica" in page
+    assert "<td>no (not probed here lately)</td>" in first and "<td>never polled</td>" in first
+    assert "<td>yes</td>" in second
