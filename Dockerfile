@@ -37,8 +37,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 USER 10001:10001
 EXPOSE 10180
 
-# Probes the port of CMX_LISTEN_ADDRESS (default 10180) with the base's Python: no curl needed.
+# Asks /healthz on the port of CMX_LISTEN_ADDRESS (default 10180), over HTTPS when CMX_WEB_CONFIG_FILE
+# turns TLS on, with the exporter's own Python: no curl needed.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('CMX_LISTEN_ADDRESS', ':10180').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
+    CMD ["python", "-m", "cmx_connect_exporter.healthcheck"]
 
 ENTRYPOINT ["cmx-connect-exporter"]

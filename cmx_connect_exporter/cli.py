@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
 from cmx_connect_exporter.config.targets import Target, TargetsError
+from cmx_connect_exporter.exposition.processes import process_registry
 from cmx_connect_exporter.exposition.snapshot import Store
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.polling.messages import Hello
@@ -55,7 +56,7 @@ def run(settings: Settings, stop: threading.Event, targets: tuple[Target, ...]) 
         pool = WorkerPool(Hello(settings.log_level, settings.log_format), min(settings.poll_workers, len(targets)))
         cleanup.callback(pool.close)
 
-        store = Store(exporter_version())
+        store = Store(exporter_version(), live=process_registry(worker_pids=lambda: pool.pids))
         schedule = Schedule(pool.poll, store, Probes() if settings.poll == "probed" else None)
         cleanup.callback(schedule.shutdown)
         schedule.apply(targets)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 
+from annotated_types import Ge, Gt, Le
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cmx_connect_exporter.config.targets import (
@@ -36,6 +38,9 @@ DERIVED_DEFAULTS = {
     "poll_timeout": f"the poll interval, but at least 3 x timeout and {MIN_POLL_TIMEOUT:g} s",
     "name": "the URL's host, or demo in demo mode",
 }
+# Rules across fields, as --help and the README's table say them; the model's validator enforces them.
+REQUIRED = {"url": "required, except with --demo or a targets file"}
+RELATIONS = {"stale_after": "at least CMX_POLL_INTERVAL", "poll_timeout": "longer than CMX_TIMEOUT"}
 
 
 class SettingsError(Exception):
@@ -162,6 +167,23 @@ class _QuietParser(argparse.ArgumentParser):
         super().error(message)
 
 
+def constraint(name: str, field: FieldInfo) -> str:
+    """What --help says a value must be: required, one of its choices, or within its range."""
+    if name in REQUIRED:
+        return REQUIRED[name]
+    if name in RELATIONS:  # which bounds the value from below more tightly than its range
+        return RELATIONS[name]
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(get_args(field.annotation))
+    bounds = {type(item): item for item in field.metadata if isinstance(item, Ge | Gt | Le)}
+    low, high = bounds.get(Ge), bounds.get(Le)
+    if low is not None:
+        return f"{low.ge} to {high.le}" if high is not None else f"{low.ge} or more"
+    if Gt in bounds:
+        return f"more than {bounds[Gt].gt}" + (f", at most {high.le}" if high is not None else "")
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field, generated so the two lists cannot drift apart."""
     parser = _QuietParser(
@@ -173,12 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         default = DERIVED_DEFAULTS.get(name, field.default)
         shown = "" if default is None or name == "password" else f", default {default}"
-        help_text = f"{field.description} (env {env_name(name)}{shown})"
+        rule = constraint(name, field)
+        help_text = f"{field.description}{'; ' + rule if rule else ''} (env {env_name(name)}{shown})"
         if field.annotation is bool:
             parser.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag_name(name), dest=name, metavar=name.upper(),
+            choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+            metavar = "{" + ",".join(choices) + "}" if choices else name.upper()
+            parser.add_argument(flag_name(name), dest=name, metavar=metavar,
                                 default=argparse.SUPPRESS, help=help_text)
     return parser
 

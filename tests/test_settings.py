@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from cmx_connect_exporter.settings import Settings, SettingsError, load_settings, parse_listen_address
+from cmx_connect_exporter.settings import (
+    Settings,
+    SettingsError,
+    build_parser,
+    constraint,
+    env_name,
+    flag_name,
+    load_settings,
+    parse_listen_address,
+)
 from exporter_process import console_script
 
 CANARY = "pw-canary-7f3a9"
@@ -164,3 +173,62 @@ def test_cli_help_lists_every_setting_and_no_secret() -> None:
         assert f"CMX_{name.upper()}" in result.stdout
         assert "--" + name.replace("_", "-") in result.stdout
     assert CANARY not in result.stdout
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def help_entry(name: str) -> str:
+    """A flag's --help text, on one line."""
+    (action,) = [action for action in build_parser()._actions if action.dest == name]
+    return " ".join(str(action.help).split())
+
+
+def readme_row(name: str) -> str:
+    """The row of the README's settings table for a field, without its backticks."""
+    (row,) = [line for line in README.read_text().splitlines() if line.startswith(f"| `{env_name(name)}`")]
+    return row.replace("`", "")
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("url", "required, except with --demo"),
+    ("log_level", "one of debug, info, warning, error"),
+    ("log_format", "one of text, json"),
+    ("poll_interval", "1 or more"),
+    ("page_size", "1 to 1000"),
+    ("timeout", "more than 0, at most 300"),
+    ("concurrency", "1 to 8"),
+    ("stale_after", "at least CMX_POLL_INTERVAL"),
+    ("poll_timeout", "longer than CMX_TIMEOUT"),
+])
+def test_help_says_what_is_required_the_choices_and_the_ranges(name: str, rule: str) -> None:
+    assert constraint(name, Settings.model_fields[name]) == rule
+    assert f"; {rule} (env {env_name(name)}" in help_entry(name)
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_help_and_the_readme_use_the_same_words(name: str) -> None:
+    """Every rule --help states is in the README's row for that setting, word for word."""
+    rule = constraint(name, Settings.model_fields[name])
+    if rule:
+        assert rule in readme_row(name)
+
+
+def test_the_stale_after_text_is_the_readmes() -> None:
+    assert str(Settings.model_fields["stale_after"].description) in readme_row("stale_after")
+
+
+def test_help_shows_the_choices_in_the_usage_line() -> None:
+    usage = build_parser().format_usage()
+    assert f"{flag_name('log_level')} {{debug,info,warning,error}}" in usage
+    assert f"{flag_name('log_format')} {{text,json}}" in usage
+
+
+def test_the_rules_help_states_are_the_rules_the_model_enforces() -> None:
+    """--help's ranges and choices come from the model, so a value just outside one fails."""
+    for field, bad in [("page_size", 1001), ("concurrency", 0), ("timeout", 0), ("log_format", "xml"),
+                       ("stale_after", 30)]:
+        with pytest.raises(SettingsError, match=env_name(field)):
+            load_settings([flag_name(field), str(bad), "--poll-interval", "60", "--demo"])
+    with pytest.raises(SettingsError, match="CMX_URL"):
+        load_settings([])

@@ -59,7 +59,7 @@ class PollOptions(BaseModel):
     username: str | None = Field(None, description="CMX API user (HTTP Basic)")
     password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
     poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
-    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page, 1 to 1000")] = 1000
+    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page")] = 1000
     timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed to connect, and again for the whole "
                                                               "answer to one HTTP request")] = 10
     poll_timeout: Annotated[
@@ -70,7 +70,7 @@ class PollOptions(BaseModel):
     insecure_skip_verify: bool = Field(False, description="turn certificate checks off (logs a warning)")
     stale_after: Annotated[
         float | None,
-        Field(gt=0, description="seconds the last counts stay published once polls fail"),
+        Field(gt=0, description="seconds after the last successful poll that its counts stay published"),
     ] = None
     max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
     concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1

@@ -23,3 +23,6 @@ POLL_DURATION = MetricName("cmx_connect_poll_duration_seconds", "How long the la
 POLL_REQUESTS = MetricName("cmx_connect_poll_requests", "HTTP requests the last poll made, retries included.")
 POLL_ERRORS = MetricName("cmx_connect_poll_errors", "Failed polls of CMX, by reason.")
 BUILD_INFO = MetricName("cmx_connect_exporter_build_info", "Version of the exporter; always 1.")
+# prometheus_client's ProcessCollector serves the exporter's own process_* metrics, and the poll worker's
+# under this prefix (cmx_connect_poll_worker_process_resident_memory_bytes, ...).
+POLL_WORKER_NAMESPACE = "cmx_connect_poll_worker"

@@ -203,10 +203,15 @@ class TargetState:
 
 class Store:
     """Every target's state, and the process-wide families; ``/metrics`` is their join, made when a target
-    changes (in the poll's thread) or its counts go stale, never per scrape."""
+    changes (in the poll's thread) or its counts go stale, never per scrape.
 
-    def __init__(self, version: str, clock: Callable[[], float] = time.time) -> None:
+    ``live`` holds what changes between polls, such as the process metrics: it is rendered at each
+    scrape and appended to the targets' text."""
+
+    def __init__(self, version: str, clock: Callable[[], float] = time.time,
+                 live: CollectorRegistry | None = None) -> None:
         self._clock = clock
+        self._live = live
         self._lock = threading.Lock()
         self._targets: dict[str, TargetState] = {}
         self.registry = CollectorRegistry()  # process-wide families, no target label
@@ -242,8 +247,9 @@ class Store:
 
     def exposition(self, targets: bool = True) -> bytes:
         """All targets' families joined, then the process-wide ones; only these without ``targets``."""
+        process_wide = generate_latest(self.registry) + (b"" if self._live is None else generate_latest(self._live))
         if not targets:
-            return generate_latest(self.registry)
+            return process_wide
         if self._clock() > self._expires:
             self._rejoin()
-        return self._joined + generate_latest(self.registry)
+        return self._joined + process_wide

@@ -34,3 +34,23 @@ def exporter_containers():
     """(file name, pod spec, container) of every exporter container."""
     return [(name, spec, container) for name, spec in pod_specs()
             for container in spec["containers"] if container["name"] == EXPORTER]
+
+
+def web_config_folder(pod, container):
+    """{file name: text, or None for a Secret's key} of the projected volume holding the container's
+    CMX_WEB_CONFIG_FILE, and "config": that file's name; None without a web config."""
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    if "CMX_WEB_CONFIG_FILE" not in env:
+        return None
+    folder, _, name = env["CMX_WEB_CONFIG_FILE"].rpartition("/")
+    (mount,) = [mount for mount in container["volumeMounts"] if mount["mountPath"] == folder]
+    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == mount["name"]]
+    files = {}
+    for source in volume["projected"]["sources"]:
+        if "configMap" in source:
+            (data,) = [document["data"] for document in of_kind("ConfigMap")
+                       if document["metadata"]["name"] == source["configMap"]["name"]]
+            files.update(data)
+        if "secret" in source:  # a TLS Secret, made with kubectl create secret tls
+            files.update(dict.fromkeys(("tls.crt", "tls.key")))
+    return {**files, "config": name}

@@ -1,5 +1,7 @@
 """deploy/compose.yaml: the compose-spec schema, and that its parts find each other.
-No Docker engine runs here, so the wiring is checked from the files."""
+No Docker engine runs here, and no compose tool here can run the stack (see the README), so the
+wiring is checked from the files; tests/deploy/test_image.py runs the simulator's health check in
+the real image."""
 
 import subprocess
 import sys
@@ -13,6 +15,12 @@ from .support import DEPLOY, GRAFANA, ROOT, load_yaml, run_tool
 COMPOSE_FILE = DEPLOY / "compose.yaml"
 COMPOSE = load_yaml(COMPOSE_FILE)
 SERVICES = COMPOSE["services"]
+
+
+def dotenv():
+    """deploy/.env, which Compose reads for the variables the compose file names."""
+    lines = (line.strip() for line in (DEPLOY / ".env").read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def mounts(service):
@@ -37,12 +45,45 @@ def test_the_stack_has_its_four_services():
     assert set(SERVICES) == {"simulator", "exporter", "prometheus", "grafana"}
 
 
-@pytest.mark.parametrize("service", ["simulator", "exporter"])
-def test_simulator_and_exporter_are_built_from_the_root_dockerfile(service):
-    build = SERVICES[service]["build"]
+def test_the_image_is_built_once_from_the_root_dockerfile():
+    """Two services building one tag fail a recent Compose's first `up --build` ("image already exists")."""
+    builders = [name for name, service in SERVICES.items() if "build" in service]
+    assert builders == ["simulator"]
+    build = SERVICES["simulator"]["build"]
     assert (DEPLOY / build["context"]).resolve() == ROOT
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == ROOT / "Dockerfile"
-    assert SERVICES[service]["image"] == SERVICES["exporter"]["image"]
+    assert SERVICES["exporter"]["image"] == SERVICES["simulator"]["image"]
+    assert SERVICES["exporter"]["pull_policy"] == "never", "the built image, never one from a registry"
+
+
+def healthy_conditions():
+    """(service, the service it waits to be healthy); the short list form waits for a start only."""
+    return [(name, needed) for name, service in SERVICES.items() if isinstance(service.get("depends_on"), dict)
+            for needed, rule in service["depends_on"].items() if rule["condition"] == "service_healthy"]
+
+
+def test_start_up_is_gated_on_health():
+    assert {("exporter", "simulator"), ("prometheus", "exporter")} <= set(healthy_conditions())
+
+
+def test_every_service_waited_for_has_a_health_check():
+    """The simulator's own; the exporter's is the image's HEALTHCHECK, which it must not turn off."""
+    for _, needed in healthy_conditions():
+        check = SERVICES[needed].get("healthcheck", {})
+        assert not check.get("disable"), needed
+        assert check.get("test") or needed == "exporter", f"{needed} has no health check"
+    assert SERVICES["simulator"]["healthcheck"]["test"][0] == "CMD"
+
+
+def test_the_password_reaches_the_images_user_whatever_the_umask():
+    """An environment secret is copied into the container with the uid and mode given, where a file
+    secret would be bind-mounted with the checkout's mode."""
+    (reference,) = SERVICES["exporter"]["secrets"]
+    declared = COMPOSE["secrets"][reference["source"]]
+    assert "file" not in declared and declared["environment"]
+    assert reference["uid"] == "10001" and reference["mode"] & 0o400
+    path = SERVICES["exporter"]["environment"]["CMX_PASSWORD_FILE"]
+    assert path == f"/run/secrets/{reference.get('target', reference['source'])}"
 
 
 def test_the_simulator_runs_the_simulator_module():
@@ -54,7 +95,7 @@ def test_every_bind_mount_and_secret_file_exists():
         for source in mounts(service).values():
             assert source.exists(), f"{service} mounts {source}, which does not exist"
     for secret in COMPOSE["secrets"].values():
-        assert (DEPLOY / secret["file"]).is_file()
+        assert "file" not in secret or (DEPLOY / secret["file"]).is_file()
 
 
 def test_the_exporter_polls_the_simulator_with_its_credentials():
@@ -65,7 +106,7 @@ def test_the_exporter_polls_the_simulator_with_its_credentials():
     assert (url.hostname, str(url.port)) == ("simulator", option["--port"])
     assert environment["CMX_USERNAME"] == option["--username"]
     (secret,) = COMPOSE["secrets"].values()
-    assert (DEPLOY / secret["file"]).read_text().strip() == option["--password"]
+    assert dotenv()[secret["environment"]] == option["--password"]
 
 
 def test_prometheus_scrapes_the_exporter_and_loads_the_rules():

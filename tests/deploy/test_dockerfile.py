@@ -27,10 +27,8 @@ def test_it_exposes_the_default_port_and_has_an_exec_form_entrypoint():
     assert json.loads(stage["ENTRYPOINT"]) == ["cmx-connect-exporter"]
 
 
-def test_the_healthcheck_uses_python_against_healthz():
-    command = healthcheck_command()
-    assert command[0] == "python"
-    assert "/healthz" in command[-1] and "urllib" in command[-1]
+def test_the_healthcheck_is_the_packages_own_probe_run_by_python():
+    assert healthcheck_command() == ["python", "-m", "cmx_connect_exporter.healthcheck"]
     assert not re.search(r"\b(curl|wget)\b", final_stage()["HEALTHCHECK"])
 
 

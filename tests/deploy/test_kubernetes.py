@@ -4,7 +4,7 @@ asks of every exporter container, and the wiring of the ServiceMonitor."""
 import pytest
 import yaml
 
-from .manifests import MANIFESTS, documents, exporter_containers, is_crd, of_kind
+from .manifests import MANIFESTS, documents, exporter_containers, is_crd, of_kind, web_config_folder
 from .support import DEPLOY, load_yaml, run_tool
 
 
@@ -73,5 +73,21 @@ def test_the_service_monitor_scrapes_both_services_under_the_job_the_alerts_expe
                 if wanted.items() <= service["metadata"]["labels"].items()]
     assert len(services) == 2, "the standalone Service and the sidecar's"
     for service in services:
-        assert ports <= {port["name"] for port in service["spec"]["ports"]}
+        assert len(ports & {port["name"] for port in service["spec"]["ports"]}) == 1, "one way of serving each"
         assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == scrape_job["job_name"]
+
+
+@pytest.mark.parametrize(("pod", "container"), exporter_params())
+def test_the_probes_ask_https_exactly_when_the_web_config_turns_tls_on(pod, container):
+    found = web_config_folder(pod, container)
+    config = yaml.safe_load(found[found["config"]]) if found else {}
+    tls = "tls_server_config" in config
+    for probe in ["livenessProbe", "readinessProbe"]:
+        assert container[probe]["httpGet"].get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP")
+    if tls:
+        assert {config["tls_server_config"]["cert_file"], config["tls_server_config"]["key_file"]} <= set(found)
+
+
+def test_the_manifests_show_both_plain_http_and_tls():
+    schemes = {container["livenessProbe"]["httpGet"].get("scheme", "HTTP") for _, _, container in exporter_containers()}
+    assert schemes == {"HTTP", "HTTPS"}
