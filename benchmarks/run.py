@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.cmx.client import CLIENTS_PATH as CLIENTS
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, AUTHTYPE, DEVICE, LANGUAGE, OS
-from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_REQUESTS
+from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_REQUESTS, TARGET_LABEL
 
 HERE = Path(__file__).resolve().parent
 AUTH = ("demo", "demo")
@@ -184,7 +184,8 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     families = list(text_string_to_metric_families(text))
-    run.counts = {s.name + json.dumps(s.labels, sort_keys=True): s.value
+    # the one target's counts, keyed without its cmx label
+    run.counts = {s.name + json.dumps({k: v for k, v in s.labels.items() if k != TARGET_LABEL}, sort_keys=True): s.value
                   for fam in families for s in fam.samples if s.name.startswith(ACTIVE_SESSIONS)}
     run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == POLL_REQUESTS.name))
     run.first_poll, *run.polls = [end - start for start, end in sorted(quiet)[:polls + 1]]

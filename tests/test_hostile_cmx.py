@@ -19,7 +19,7 @@ PAGE_SIZE = 50
 
 
 def _last_success(samples: Samples) -> float:
-    return samples.get((LAST_SUCCESS.name, ()), 0.0)
+    return of_target(samples).get((LAST_SUCCESS.name, ()), 0.0)
 
 
 def poll_durations(exporter: ExporterProcess, polls: int, after: float, timeout: float = 30) -> list[float]:
