@@ -124,8 +124,9 @@ class ExporterRun:
         return statistics.median(self.polls) if self.polls else float("nan")
 
 
-async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
-    """20 scrapers, each timing whole responses (connect to last byte) and pausing between them.
+async def _scrape_loop(port: int, seconds: float, scrapers: int = SCRAPERS, pause: float = SCRAPE_PAUSE,
+                       ) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
+    """``scrapers`` scrapers, each timing whole responses (connect to last byte) and pausing between them.
 
     A pause rather than a closed loop: Prometheus scrapes on an interval, and a closed loop of
     20 clients measures the server's throughput, not the latency a scrape sees. The pause is
@@ -138,7 +139,7 @@ async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, flo
     request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
 
     async def scraper() -> None:
-        await asyncio.sleep(rng.uniform(0, SCRAPE_PAUSE))
+        await asyncio.sleep(rng.uniform(0, pause))
         while time.time() < end:
             started_wall, started = time.time(), time.perf_counter()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -147,9 +148,9 @@ async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, flo
             writer.close()
             samples.append((started_wall, time.perf_counter() - started))
             _windows(body, windows)
-            await asyncio.sleep(rng.uniform(0, 2 * SCRAPE_PAUSE))
+            await asyncio.sleep(rng.uniform(0, 2 * pause))
 
-    await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
+    await asyncio.gather(*(scraper() for _ in range(scrapers)))
     return samples, windows
 
 

@@ -20,7 +20,6 @@ import asyncio
 import itertools
 import json
 import multiprocessing
-import random
 import shutil
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, TARGET_LABEL, UP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import AUTH, free_port, percentile, wait_until
+from run import AUTH, _scrape_loop, free_port, percentile, wait_until
 
 SESSIONS = 1000
 PAGE_LATENCY = 0.02
@@ -119,30 +118,9 @@ def scale_run(count: int, interval: float, intervals: int, workdir: Path) -> Sca
         sims.communicate("", timeout=60)
 
 
-async def _scrape_loop(port: int, seconds: float) -> list[tuple[float, float]]:
-    """A few scrapers, each timing whole responses (connect to last byte) and pausing between them."""
-    rng = random.Random(1)
-    timings: list[tuple[float, float]] = []
-    end = time.time() + seconds
-    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
-
-    async def scraper() -> None:
-        await asyncio.sleep(rng.uniform(0, SCRAPE_PAUSE))
-        while time.time() < end:
-            began, t0 = time.time(), time.perf_counter()
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(request)
-            await reader.read()
-            writer.close()
-            timings.append((began, time.perf_counter() - t0))
-            await asyncio.sleep(rng.uniform(0, 2 * SCRAPE_PAUSE))
-
-    await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
-    return timings
-
-
 def _scrape_process(port: int, seconds: float, out: Connection) -> None:
-    out.send(asyncio.run(_scrape_loop(port, seconds)))
+    """The scrape timings of run.py's scrapers, fewer of them and slower: the text of 100 targets is large."""
+    out.send(asyncio.run(_scrape_loop(port, seconds, SCRAPERS, SCRAPE_PAUSE))[0])
 
 
 def watch(run: ScaleRun, pid: int, base: str, interval: float, intervals: int, count: int) -> ScaleRun:
