@@ -5,8 +5,9 @@
 
 For each size N and page latency it starts the simulator with N active sessions, then measures:
 - the floor: a minimal loop of requests and json that fetches every page in turn and counts four fields;
-- the exporter, as its own process: poll wall time, peak RSS (VmHWM), requests per poll, and the
-  p50/p99 latency of /metrics under 20 concurrent scrapers, during polls and between them.
+- the exporter, as its own process, with its defaults (every dimension, the dwell histogram, the
+  bytes): poll wall time, peak RSS (VmHWM), requests per poll, and the p50/p99 latency of /metrics
+  under 20 concurrent scrapers, during polls and between them.
   A poll's time is the median of the polls after the first; the first poll, timed like the others
   by the poll worker itself (never its start), has no last total to size its work by, so it is
   given apart.
@@ -302,9 +303,9 @@ def targets(rows: list[Row]) -> list[str]:
     checks = []
     for row in rows:
         where = f"{row.sessions:,} sessions, {1000 * row.latency:g} ms pages, concurrency {row.concurrency}"
-        if row.sessions == 100_000 and row.concurrency == 1:
-            checks.append((f"sequential poll <= 1.1x floor ({where}): {row.run.poll / row.floor:.2f}x",
-                           row.run.poll <= 1.1 * row.floor))
+        if row.sessions == 100_000 and row.concurrency == 1:  # every dimension on, the histogram and the bytes
+            checks.append((f"sequential poll <= 1.0x floor ({where}): {row.run.poll / row.floor:.2f}x",
+                           row.run.poll <= row.floor))
         if row.sessions == 100_000:
             checks.append((f"peak RSS <= 80 MiB ({where}): {row.run.peak_rss_mib:.1f} MiB",
                            row.run.peak_rss_mib <= 80))

@@ -7,8 +7,10 @@ publishes outcomes, imports neither (nor requests, nor orjson).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
+
+from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS
 
 # "internal" is the exporter's own failure (a bug, a poll worker that died), never CMX's.
 Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination", "internal"]
@@ -23,6 +25,9 @@ REASON_TEXT: Mapping[Reason, str] = {
     "pagination": "CMX paged inconsistently",
     "internal": "the exporter failed (please report it)",
 }
+# Which query of CMX failed: the active sessions, or the opt-in visitors of the day (CMX_VISITORS_TODAY).
+Query = Literal["active", "visitors_today"]
+QUERIES: tuple[Query, ...] = get_args(Query)
 
 
 class PollError(Exception):
@@ -39,8 +44,37 @@ class PollError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Dwell:
+    """The dwell histogram: cumulative counts per bucket bound (the catalogue's DWELL_BUCKETS), count and sum."""
+
+    buckets: tuple[int, ...] = (0,) * len(DWELL_BUCKETS)
+    count: int = 0  # sessions with a readable login time: the +Inf bucket
+    sum: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
-    """Active sessions in one complete poll; each label's values sum to ``total``."""
+    """Active sessions in one complete poll; each label's values sum to ``total``.
+
+    With a split (CMX_SPLIT_BY), ``by_split`` holds the counts of each value of the ``split_by``
+    label, and only the total, the unreadable times and the logins are kept at the top.
+    """
 
     total: int
     by_label: Mapping[str, Mapping[str, int]]
+    dwell: Dwell = field(default_factory=Dwell)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    unreadable_login_time: int = 0
+    logins: int = 0  # logins since the last completed poll; 0 on the first
+    split_by: str | None = None
+    by_split: Mapping[str, Counts] = field(default_factory=dict)
+    tz_offset: int | None = None  # the envelope's timeZoneOffset, as sent: where CMX's local midnight lies
+
+
+@dataclass(frozen=True, slots=True)
+class Visitors:
+    """Distinct sessions with a login since CMX's last local midnight, and how many were new or returning."""
+
+    total: int
+    by_visit: Mapping[str, int]

@@ -20,6 +20,7 @@ from cmx_connect_exporter.config.targets import (
     FieldError,
     PollOptions,
     Target,
+    ca_digest,
     check_name,
     check_url,
     default_name,
@@ -103,7 +104,9 @@ class Settings(PollOptions, BaseSettings):
     @field_validator("targets_file")
     @classmethod
     def _targets_file(cls, value: Path | None) -> Path | None:
-        return readable_file(value)
+        if value is not None:
+            readable_file(value)
+        return value
 
     @field_validator("listen_address")
     @classmethod
@@ -146,7 +149,12 @@ class Settings(PollOptions, BaseSettings):
         if self.targets_file is not None:
             return load_targets(self.targets_file)
         password = None if self.demo else self.read_password()
-        return (Target(self.name or default_name(self.url, self.demo), self.url or "", options_of(self), password),)
+        options = options_of(self)
+        try:
+            digest = ca_digest(options)
+        except ValueError as exc:
+            raise SettingsError(_name("ca_bundle", str(exc))) from None
+        return (Target(self.name or default_name(self.url, self.demo), self.url or "", options, password, digest),)
 
 
 def env_name(field: str) -> str:

@@ -8,6 +8,7 @@ compact. Not thread-safe: the simulator serialises every call.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cmx_connect_exporter.counting.dimensions import NEW, PORTAL, PORTAL_TYPE, RETURNING, SITE, VISIT
 from cmx_simulator.vocabulary import (
     GUEST_POOL,
     LABELS,
@@ -281,18 +283,29 @@ class Population:
     # --- ground truth -----------------------------------------------------------------
 
     def active_counts(self) -> ActiveCounts:
-        """Ground truth for status=active, from the canonical values the generator chose."""
+        """Ground truth for status=active, every dimension of the catalogue, from what the generator chose."""
         combos = +self._active_labels  # drops zero counts
         by_label: dict[str, Counter[str]] = {label: Counter() for label in LABELS}
         for labels, n in combos.items():
             for label, value in zip(LABELS, labels, strict=True):
                 by_label[label][value] += n
+        venue = VenueCounts.of(self.active_sessions())
+        visits = {NEW: venue.new, RETURNING: venue.returning}
+        by_label |= {SITE.label: Counter(venue.by_site), PORTAL.label: Counter(venue.by_portal),
+                     PORTAL_TYPE.label: Counter(venue.by_portal_type), VISIT.label: +Counter(visits)}
         return ActiveCounts(total=sum(combos.values()), by_label={k: dict(v) for k, v in by_label.items()})
 
     def active_sessions(self) -> list[SessionTruth]:
         """Every active session as the generator chose it, newest first. O(active sessions)."""
+        return self._truths(self.newest_first(active_only=True))
+
+    def sessions_since(self, start: int) -> list[SessionTruth]:
+        """Every session, active or not, whose last login is at ``start`` or later, as ``start=`` selects them."""
+        return self._truths(itertools.takewhile(lambda s: s.login >= start, self.newest_first(active_only=False)))
+
+    def _truths(self, sessions: Iterable[Session]) -> list[SessionTruth]:
         truths = []
-        for s in self.newest_first(active_only=True):
+        for s in sessions:
             past, spot = self.history(s), SPOTS[s.spot]
             truths.append(
                 SessionTruth(

@@ -79,7 +79,7 @@ class Simulator:
         self.fault_from_index = 0  # the fault hits clients requests from this index on: "page k of n"
         self._host, self._port = host, port
         self._certfile, self._keyfile = certfile, keyfile
-        self._auth = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
+        self.set_credentials(username, password)
         self._fault: str | None = None
         self._lock = threading.RLock()  # the population and its records change under churn
         self._stopping = threading.Event()
@@ -88,6 +88,10 @@ class Simulator:
         self._error_rng = random.Random(seed ^ 0x5EED)  # error_rate draws, independent of churn
         self._population = Population(sessions, active_fraction, seed)
         self._records = Records(self._population, time_format)
+
+    def set_credentials(self, username: str, password: str) -> None:
+        """What the API accepts from now on, as when CMX's API user is given a new password."""
+        self._auth = b"Basic " + base64.b64encode(f"{username}:{password}".encode())
 
     # --- ground truth -----------------------------------------------------------------
 
@@ -104,6 +108,11 @@ class Simulator:
     def venue_counts(self) -> VenueCounts:
         """Active sessions by site, portal and portal type; new and returning; bytes summed."""
         return VenueCounts.of(self.active_sessions())
+
+    def visitors_since(self, start: int) -> VenueCounts:
+        """The same for every session, active or not, with its last login at ``start`` (epoch seconds) or later."""
+        with self._lock:
+            return VenueCounts.of(self._population.sessions_since(start))
 
     # --- what faults use --------------------------------------------------------------
 

@@ -11,7 +11,12 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LABELS, LANGUAGE, OS
+from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, LANGUAGE, OS, PORTAL, PORTAL_TYPE, SITE
+
+# The catalogue's dimensions a guest's profile draws, in the catalogue's order; the venue's (site,
+# portal, portal type) come from SPOTS below, and the visit from the session's times.
+DIMENSIONS = (AUTHTYPE, OS, DEVICE, LANGUAGE)
+LABELS = tuple(d.label for d in DIMENSIONS)
 
 UNKNOWN = "unknown"
 MAX_LABEL_LEN = 64
@@ -144,7 +149,7 @@ MESSY_SHARE = 0.1  # share of sessions with one label rendered untidily (about 2
 
 # --- the venue: a stadium's sites and captive portals ------------------------------------
 
-SITE_KEY, PORTAL_KEY, PORTAL_TYPE_KEY = "location/Site", "portal", "type"
+SITE_KEY, PORTAL_KEY, PORTAL_TYPE_KEY = SITE.keys[0], PORTAL.keys[0], PORTAL_TYPE.keys[0]
 
 # Guests per site: unequal, as crowds are. The weights are per 100 guests.
 SITES = {

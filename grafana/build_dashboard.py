@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from grafana_foundation_sdk.builders import common, piechart, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, common, piechart, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders.dashboard import (
     AnnotationQuery,
     Dashboard,
@@ -48,7 +48,21 @@ from grafana_foundation_sdk.models.common import (
 from grafana_foundation_sdk.models.piechart import PieChartLegendValues, PieChartType
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS, Dimension
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    BYTES,
+    DIMENSIONS,
+    DIRECTION,
+    DWELL,
+    LOGINS,
+    RETURNING,
+    SPLITS,
+    UNREADABLE_LOGIN_TIME,
+    VISIT,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
+    Dimension,
+)
 from cmx_connect_exporter.exposition import names
 from cmx_connect_exporter.outcome import REASONS
 
@@ -63,24 +77,32 @@ BY_CMX = "{{" + TARGET + "}}"
 # Matches CMXConnectCountsStale in deploy/prometheus/alerts.yml.
 STALE_AFTER_SECONDS = 300
 
-AnyPanel = TypeVar("AnyPanel", stat.Panel, timeseries.Panel, piechart.Panel, table.Panel)
+AnyPanel = TypeVar("AnyPanel", stat.Panel, timeseries.Panel, piechart.Panel, bargauge.Panel, table.Panel)
 # A dashboard section: its row's title and its panels, laid out left to right by the SDK.
-Section = tuple[str, list[stat.Panel | timeseries.Panel | piechart.Panel | table.Panel]]
+Section = tuple[str, list[stat.Panel | timeseries.Panel | piechart.Panel | bargauge.Panel | table.Panel]]
 
 
-def of(metric: str) -> str:
-    """The metric, restricted to the dashboard's job and instance."""
-    return f"{metric}{{{SELECTOR}}}"
+def of(metric: str, *matchers: str) -> str:
+    """The metric, restricted to the dashboard's job and instance, and by any other label matchers given."""
+    return f"{metric}{{{', '.join([SELECTOR, *matchers])}}}"
+
+
+def chosen(label: str) -> str:
+    """A matcher for the values chosen in the label's dashboard variable."""
+    return f'{label}=~"${label}"'
+
+
+def query(ref: str, expr: str, legend: str, *, instant: bool) -> prometheus.Dataquery:
+    built = prometheus.Dataquery().datasource(DATASOURCE).ref_id(ref).expr(expr).legend_format(legend)
+    return built.instant() if instant else built.range()
 
 
 def panel(builder: AnyPanel, title: str, description: str, unit: str, expr: str, legend: str, *,
           instant: bool, size: tuple[int, int]) -> AnyPanel:
     """What every panel sets: one Prometheus query through the datasource variable, a unit, a size."""
-    query = prometheus.Dataquery().datasource(DATASOURCE).ref_id("A").expr(expr).legend_format(legend)
-    query = query.instant() if instant else query.range()
     width, height = size
-    return (builder.title(title).description(description).datasource(DATASOURCE).with_target(query)
-            .unit(unit).span(width).height(height))
+    return (builder.title(title).description(description).datasource(DATASOURCE)
+            .with_target(query("A", expr, legend, instant=instant)).unit(unit).span(width).height(height))
 
 
 def last_value() -> common.ReduceDataOptions:
@@ -126,6 +148,12 @@ def piechart_panel(title: str, description: str, unit: str, expr: str, legend: s
             .tooltip(common.VizTooltipOptions().mode(TooltipDisplayMode.SINGLE).sort(SortOrder.NONE)))
 
 
+def bargauge_panel(title: str, description: str, unit: str, expr: str, legend: str, *,
+                   size: tuple[int, int]) -> bargauge.Panel:
+    return (panel(bargauge.Panel(), title, description, unit, expr, legend, instant=True, size=size)
+            .reduce_options(last_value()).orientation(VizOrientation.HORIZONTAL).min(0))
+
+
 # The overview table's columns: (header, unit, PromQL by CMX), one instant query each.
 OVERVIEW_COLUMNS = [
     ("Polling", "none", f"max by ({TARGET}) ({of(names.UP.name)})"),
@@ -166,7 +194,8 @@ def sessions_section() -> Section:
 
 def dimension_section(dimension: Dimension) -> Section:
     """The active sessions split by one of the catalogue's dimensions, now and over time."""
-    expr = f"sum by ({dimension.label}) ({of(dimension.metric)})"
+    matchers = [chosen(dimension.label)] if dimension in SPLITS else []  # a split label has a variable of its own
+    expr = f"sum by ({dimension.label}) ({of(dimension.metric, *matchers)})"
     legend = "{{" + dimension.label + "}}"
     word = dimension.title
     return (f"Sessions by {word}", [
@@ -174,6 +203,42 @@ def dimension_section(dimension: Dimension) -> Section:
                        "short", expr, legend, size=(8, 8)),
         timeseries_panel(f"By {word} over time", f"Active sessions by {word}, stacked: the series add up "
                          "to the total.", "short", expr, legend, size=(16, 8), stacked=True),
+    ])
+
+
+def venue_section() -> Section:
+    """How long guests stay, how many arrive, how much they use: from the same polls as the counts."""
+    buckets, total, count = of(f"{DWELL.metric}_bucket"), of(f"{DWELL.metric}_sum"), of(f"{DWELL.metric}_count")
+    visits = of(VISIT.metric)
+    returning = of(VISIT.metric, f'{VISIT.label}="{RETURNING}"')
+    return ("Dwell, logins, data and visitors", [
+        bargauge_panel("Dwell now", "Active guests connected for at most each bucket's time (cumulative), "
+                       "from the last complete poll.", "short", f"sum by (le) ({buckets})", "≤ {{le}} s",
+                       size=(8, 8)),
+        timeseries_panel("Median and mean dwell", "Median (histogram_quantile over the buckets) and mean "
+                         "(sum / count) time since each active guest's last login.", "s",
+                         f"histogram_quantile(0.5, sum by (le) ({buckets}))", "median", size=(8, 8))
+        .with_target(query("B", f"sum({total}) / sum({count})", "mean", instant=False)),
+        stat_panel("Returning guests", "Share of active guests whose first login was on an earlier local day.",
+                   "percentunit", f"sum({returning}) / sum({visits})",
+                   "Returning", size=(4, 8)),
+        stat_panel("Unreadable login times", "Active sessions whose lastLoginTime the exporter could not read: "
+                   "above 0, CMX sends a time format the exporter does not know.", "short",
+                   f"sum({of(UNREADABLE_LOGIN_TIME.metric)})", "Unreadable", size=(4, 8),
+                   steps=[(None, "green"), (1, "orange")]),
+        timeseries_panel("Logins per hour", "Guest logins seen between polls, as an hourly rate, per CMX.",
+                         "short", f"sum by ({TARGET}) (rate({of(LOGINS.metric + '_total')}[$__rate_interval])) * 3600",
+                         size=(12, 8), bars=True),
+        timeseries_panel("Data used by active guests", "Bytes over the active sessions: sent (bytesSent) and "
+                         "received (bytesReceived), as CMX reports them.", "bytes",
+                         f"sum by ({DIRECTION}) ({of(BYTES.metric)})", "{{" + DIRECTION + "}}", size=(12, 8)),
+        stat_panel("Visitors today", "Distinct guests with a login since midnight in CMX's time zone; empty "
+                   "unless the exporter runs with CMX_VISITORS_TODAY=true.", "short",
+                   f"sum({of(VISITORS_TODAY.metric)})", "Visitors today", size=(6, 8)),
+        timeseries_panel("Visitors today, new and returning", "Visitors since local midnight, by whether their "
+                         "first login was on an earlier day (CMX_VISITORS_TODAY).", "short",
+                         f"sum by ({VISIT.label}) ({of(VISITORS_TODAY_BY_VISIT.metric)})",
+                         "{{" + VISIT.label + "}}", size=(18, 8), stacked=True),
     ])
 
 
@@ -238,8 +303,13 @@ def build() -> model.Dashboard:
         .with_variable(query_variable(TARGET, "CMX", f'label_values({names.UP.name}{{job=~"$job", '
                                                      f'instance=~"$instance"}}, {TARGET})'))
     )
+    for split in SPLITS:  # found on the breakdown, or on the total when the exporter splits by it
+        board.with_variable(query_variable(split.label, split.title.capitalize(),
+                                           f'label_values({{__name__=~"{split.metric}|{ACTIVE_SESSIONS}", '
+                                           f'job=~"$job"}}, {split.label})'))
     ids = itertools.count(1)
     for title, panels in [overview_section(), sessions_section(), *map(dimension_section, DIMENSIONS),
+                          venue_section(),
                           health_section()]:
         board.with_row(Row(title).id(next(ids)))
         for item in panels:

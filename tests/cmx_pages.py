@@ -42,11 +42,14 @@ def envelope(records: list[Any], next_index: Any = 0, count: int = 1000) -> dict
 
 
 def add_page(rsps: responses.RequestsMock, index: int, count: int, body: Any, status: int = 200,
-             headers: dict[str, str] | None = None) -> None:
-    """Answer one exact page request; ``body`` is JSON-encoded unless it is already bytes or str."""
+             headers: dict[str, str] | None = None, since: int | None = None) -> None:
+    """Answer one exact page request, of active sessions or (``since``) of every login since then;
+    ``body`` is JSON-encoded unless it is already bytes or str."""
     raw = body if isinstance(body, bytes | str) else json.dumps(body)
-    rsps.get(ENDPOINT, body=raw, status=status, headers=headers,
-             match=[matchers.query_param_matcher({"status": "active", "index": str(index), "count": str(count)})])
+    query = {"status": "active", "index": str(index), "count": str(count)}
+    if since is not None:
+        query.update(status="all", start=str(since))
+    rsps.get(ENDPOINT, body=raw, status=status, headers=headers, match=[matchers.query_param_matcher(query)])
 
 
 def make_client(**overrides: Any) -> CmxClient:

@@ -161,10 +161,10 @@ def session_counts(samples: Samples, cmx: str | None = None) -> ActiveCounts | N
     return ActiveCounts(total=int(total), by_label=by_label)
 
 
-def poll_errors(samples: Samples, cmx: str | None = None) -> dict[str, float]:
-    """``cmx_connect_poll_errors_total`` by reason."""
+def poll_errors(samples: Samples, cmx: str | None = None, query: str = "active") -> dict[str, float]:
+    """``cmx_connect_poll_errors_total`` of one target's query, by reason."""
     return {dict(labels)["reason"]: value for (name, labels), value in of_target(samples, cmx).items()
-            if name == f"{POLL_ERRORS.name}_total"}
+            if name == f"{POLL_ERRORS.name}_total" and dict(labels)["query"] == query}
 
 
 def up(samples: Samples, cmx: str | None = None) -> bool:
@@ -179,6 +179,19 @@ def console_script() -> str:
     return path
 
 
+def issued_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA file, and a certificate and key it issued for 127.0.0.1, as PEM files in ``folder``."""
+    import trustme  # here: most users of this module need no certificate
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    paths = folder / "ca.pem", folder / "server.crt", folder / "server.key"
+    ca.cert_pem.write_to_path(paths[0])
+    issued.cert_chain_pems[0].write_to_path(paths[1])
+    issued.private_key_pem.write_to_path(paths[2])
+    return paths
+
+
 def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
     """A truly self-signed certificate for ``host`` (its own CA) and its key, made by the openssl CLI."""
     cert, key = folder / "self-signed.pem", folder / "self-signed.key"
@@ -187,3 +200,49 @@ def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path
          "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process and its live children (the poll worker) have used."""
+    total = 0.0
+    for each in (pid, *children(pid)):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Scraper(threading.Thread):
+    """GETs one URL over and over, ``every`` seconds, on a kept-alive connection as Prometheus does, and keeps
+    each answer's time in milliseconds (a failed or refused request counts as a very slow one)."""
+
+    def __init__(self, session: requests.Session, url: str, every: float = 0.05) -> None:
+        super().__init__(name="scraper", daemon=True)
+        self._session, self._url, self._every = session, url, every
+        self.millis: list[float] = []
+        self.failures = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self._every):
+            started = time.perf_counter()
+            try:
+                ok = self._session.get(self._url, timeout=5).status_code == 200
+            except requests.RequestException:
+                ok = False
+            self.millis.append((time.perf_counter() - started) * 1000 if ok else 5000.0)
+            self.failures += not ok
+
+    def finish(self) -> list[float]:
+        self._done.set()
+        self.join(10)
+        return self.millis
+
+
+def p99(millis: list[float]) -> float:
+    ordered = sorted(millis)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]

@@ -16,7 +16,7 @@ import trustme
 from cmx_connect_exporter.exposition.snapshot import Store
 from cmx_connect_exporter.healthcheck import healthz_url
 from cmx_connect_exporter.polling.scheduler import Schedule
-from cmx_connect_exporter.web.server import make_app, serve
+from cmx_connect_exporter.web.server import HttpServer, make_app
 from cmx_connect_exporter.web.webconfig import load_web_config
 
 HEALTHCHECK = [sys.executable, "-m", "cmx_connect_exporter.healthcheck"]
@@ -41,12 +41,13 @@ def exporter(request: pytest.FixtureRequest, tls_config: Path) -> Iterator[dict[
     web = load_web_config(tls_config if request.param else None)
     store = Store("0")
     schedule = Schedule(lambda request: pytest.fail("no target, no poll"), store)  # /healthz needs no target
-    server = serve(make_app(store, schedule, healthy=lambda: True), "127.0.0.1", 0, web.ssl_context)
+    server = HttpServer(make_app(store, schedule, healthy=lambda: True), web)
+    server.bind("127.0.0.1", 0)
+    server.start()
     try:
-        yield {**env, "CMX_LISTEN_ADDRESS": f"127.0.0.1:{server.server_port}"}
+        yield {**env, "CMX_LISTEN_ADDRESS": f"127.0.0.1:{server.port}"}
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         schedule.shutdown()
 
 

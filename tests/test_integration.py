@@ -9,6 +9,18 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    AUTHTYPE,
+    BYTES,
+    DEVICE,
+    DWELL,
+    LANGUAGE,
+    OS,
+    PORTAL,
+    SITE,
+    VISIT,
+)
 from cmx_simulator import Simulator
 from exporter_process import ExporterProcess, of_target, poll_errors, session_counts, up
 from tool_policy import require_tool
@@ -63,7 +75,7 @@ def test_wrong_password_is_an_auth_error_and_the_process_lives_on(simulator: Sim
     args = cmx_args(simulator)
     args[args.index("integration-pw")] = "wrong-pw-canary"
     with ExporterProcess(*args) as exporter:
-        samples = exporter.wait_for(lambda s: poll_errors(s)["auth"] >= 2)
+        samples = exporter.wait_for(lambda s: poll_errors(s).get("auth", 0) >= 2)
         assert not up(samples)
         assert session_counts(samples) is None
         assert requests.get(exporter.url + "/healthz", timeout=5).status_code == 200
@@ -87,3 +99,27 @@ def test_demo_mode_needs_no_settings() -> None:
         samples = exporter.wait_for(up)
         exporter.stop()
     assert of_target(samples)[("cmx_connect_active_sessions", ())] > 0
+
+
+def test_split_by_site_and_chosen_dimensions_through_the_console_script(simulator: Simulator) -> None:
+    """Every active-session family gets the site label; only the named breakdowns are exported."""
+    venue = simulator.venue_counts()
+    args = cmx_args(simulator, "--split-by", SITE.label, "--dimensions", f"{AUTHTYPE.label},{SITE.label},visit")
+    with ExporterProcess(*args) as exporter:
+        samples = of_target(exporter.wait_for(up))
+        exporter.stop()
+    per_site = {dict(labels)[SITE.label]: value for (name, labels), value in samples.items() if name == ACTIVE_SESSIONS}
+    assert per_site == venue.by_site
+    names = {name for name, _ in samples}
+    assert {OS.metric, DEVICE.metric, LANGUAGE.metric, PORTAL.metric, SITE.metric}.isdisjoint(names), \
+        "dropped breakdowns are not exported, and the split's totals are the by-site figures"
+    for dimension in (AUTHTYPE, VISIT):
+        for site, total in per_site.items():
+            series = [v for (name, labels), v in samples.items()
+                      if name == dimension.metric and dict(labels)[SITE.label] == site]
+            assert sum(series) == total, (dimension.label, site)
+    inf = {dict(labels)[SITE.label]: v for (name, labels), v in samples.items()
+           if name == DWELL.metric + "_bucket" and dict(labels)["le"] == "+Inf"}
+    assert inf == per_site, "every simulated login time is readable"
+    sent = sum(v for (name, labels), v in samples.items() if name == BYTES.metric and ("direction", "sent") in labels)
+    assert sent == venue.bytes_sent

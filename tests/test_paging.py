@@ -196,7 +196,7 @@ def test_kept_threads_leave_requests_past_the_end_to_the_next_walk() -> None:
         return json.dumps(envelope(records, count=count)).encode()
 
     def start_walk() -> threading.Thread:
-        thread = threading.Thread(target=walk, args=(fetch_body, len), daemon=True,
+        thread = threading.Thread(target=walk, args=(fetch_body, lambda records, _offset: len(records)), daemon=True,
                                   kwargs={"page_size": 5, "max_pages": 10, "concurrency": 4, "threads": threads})
         thread.start()
         return thread

@@ -22,9 +22,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from cmx_connect_exporter.counting.dimensions import DIMENSIONS, LABELS
+from cmx_connect_exporter.counting.dedupe import session_key
+from cmx_connect_exporter.counting.dimensions import (
+    BYTES,
+    BYTES_KEYS,
+    DIMENSIONS,
+    DIRECTION,
+    DWELL,
+    DWELL_BUCKETS,
+    LABELS,
+    VISIT,
+)
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH
 from cmx_connect_exporter.exposition.snapshot import TargetState
+from cmx_connect_exporter.outcome import Counts
 from cmx_connect_exporter.polling.poll import count_active_sessions
 from cmx_pages import add_page, envelope, make_client
 from tool_policy import require_tool
@@ -49,12 +60,19 @@ structures = st.recursive(st.one_of(st.none(), st.booleans(), numbers, short_tex
                           max_leaves=6)
 label_value = st.one_of(short_text, short_text, long_text, numbers, structures, st.none())
 label_fields = st.fixed_dictionaries({}, optional={key: label_value for d in DIMENSIONS for key in d.keys})
+# Times and byte counts: mostly well formed, sometimes anything at all.
+instants = st.integers(1_700_000_000, 1_900_000_000)
+times = st.one_of(instants, instants.map(lambda t: t * 1000), instants.map(str),
+                  st.datetimes().map(lambda d: d.isoformat(sep=" ")), label_value)
+byte_counts = st.one_of(st.integers(0, 2**62), st.integers(0, 2**62).map(str), label_value)
+venue_fields = st.fixed_dictionaries({}, optional={**dict.fromkeys(VISIT.keys, times),
+                                                   **dict.fromkeys(BYTES_KEYS.values(), byte_counts)})
 mac = st.one_of(st.none(), st.sampled_from(DUPLICATE_MACS), short_text, numbers)  # None: a fresh unique MAC
 
 
 @st.composite
 def records(draw: st.DrawFn) -> dict[str, Any]:
-    record: dict[str, Any] = {**draw(label_fields), "Name": NAME, "Email": EMAIL}
+    record: dict[str, Any] = {**draw(label_fields), **draw(venue_fields), "Name": NAME, "Email": EMAIL}
     chosen = draw(mac)
     record["macAddress"] = unique_mac() if chosen is None else chosen
     return record
@@ -133,6 +151,45 @@ def test_any_records_give_a_valid_consistent_capped_exposition(all_records: list
         assert sum(values.values()) == total, f"{label} does not sum to the total"
         assert len(values) <= cap
         assert all(0 < len(value) <= MAX_VALUE_LENGTH and value == value.strip() for value in values)
+    check_measures(text, counts, first_of_each_session(pages))
     assert NAME not in text and EMAIL not in text
     assert not any(m.lower() in text.lower() for m in DUPLICATE_MACS)
     promtool_batch.add(text)
+
+
+def first_of_each_session(pages: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records a poll counts: the first of each session key, every one without a key."""
+    seen: set[int] = set()
+    kept = []
+    for page in pages:
+        for rec in page:
+            key = session_key(rec)
+            if key is None or key not in seen:
+                kept.append(rec)
+            if key is not None:
+                seen.add(key)
+    return kept
+
+
+def exact_bytes(value: Any) -> int:
+    """The rule for a byte count, written out apart from the tally's: a non-negative whole number, or its digits."""
+    if type(value) is int or (type(value) is float and value.is_integer()):
+        return int(value) if value > 0 else 0
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return 0
+
+
+def check_measures(text: str, counts: Counts, counted: list[dict[str, Any]]) -> None:
+    """The histogram is cumulative and ends at the readable sessions; the bytes sum exactly."""
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    buckets = [(s.labels["le"], s.value) for s in families[DWELL.metric].samples if s.name.endswith("_bucket")]
+    assert [le for le, _ in buckets] == [*(f"{b:g}" for b in DWELL_BUCKETS), "+Inf"]
+    values = [value for _, value in buckets]
+    assert values == sorted(values), "buckets never fall"
+    assert values[-1] == counts.total - counts.unreadable_login_time, "+Inf holds every readable login time"
+    sent_received = {s.labels[DIRECTION]: s.value for s in families[BYTES.metric].samples}
+    for direction, key in BYTES_KEYS.items():
+        exact = sum(exact_bytes(rec.get(key)) for rec in counted)
+        assert getattr(counts, f"bytes_{direction}") == exact
+        assert sent_received[direction] == float(exact), "the exposition shows the sum as a float can"

@@ -45,7 +45,7 @@ def test_success_then_failure_keeps_counts_and_counts_the_reason() -> None:
     job.run()
     snap = state.snapshot
     assert (snap.up, snap.counts.total if snap.counts else None) == (False, 3)
-    assert snap.errors["bad_response"] == 1
+    assert snap.errors["active"]["bad_response"] == 1
 
 
 @responses.activate
@@ -57,7 +57,7 @@ def test_unexpected_exception_is_a_failed_poll_without_details(monkeypatch: pyte
     monkeypatch.setattr("cmx_connect_exporter.polling.poll.count_active_sessions", broken)
     state = TargetState("cmx.test", stale_after=600)
     poller(state).run()
-    assert state.snapshot.errors["internal"] == 1
+    assert state.snapshot.errors["active"]["internal"] == 1
     assert "KeyError" in caplog.text
     assert "jane.doe" not in caplog.text
 
@@ -70,7 +70,7 @@ def test_long_retry_after_defers_the_next_poll() -> None:
     job.run()
     job.run()
     assert len(responses.calls) == 1
-    assert state.snapshot.errors["http"] == 1
+    assert state.snapshot.errors["active"]["http"] == 1
 
 
 class SlowPoll:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import certifi
 import pytest
 
 from cmx_connect_exporter.settings import (
@@ -76,7 +77,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     bad_yaml.write_text("basic_auth_users: [\n")
     plain_password.write_text("basic_auth_users:\n  prometheus: hunter2\n")
     return {"dir": str(folder), "not_utf8": str(not_utf8), "this": __file__, "bad_yaml": str(bad_yaml),
-            "plain_password": str(plain_password)}
+            "plain_password": str(plain_password), "ca": certifi.where()}
 
 
 # Each row is a command line as a shell would take it: leading NAME=value words go to the environment,
@@ -114,10 +115,15 @@ INVALID = [
     (["--url", "https://cmx", "--password-file", "/no/such/file"], "CMX_PASSWORD_FILE"),
     (["--url", "https://cmx", "--password-file", "{not_utf8}"], "CMX_PASSWORD_FILE"),
     (["--url", "https://cmx", "--password", "x", "--password-file", "{this}"], "CMX_PASSWORD_FILE"),
-    (["--url", "https://cmx", "--insecure-skip-verify", "--ca-bundle", "{this}"], "CMX_INSECURE_SKIP_VERIFY"),
+    (["--url", "https://cmx", "--ca-bundle", "{this}"], "CMX_CA_BUNDLE"),  # no PEM certificate in it
+    (["--url", "https://cmx", "--insecure-skip-verify", "--ca-bundle", "{ca}"], "CMX_INSECURE_SKIP_VERIFY"),
     (["--url", "https://cmx", "--web-config-file", "/no/such/web.yml"], "CMX_WEB_CONFIG_FILE"),
     (["CMX_WEB_CONFIG_FILE={bad_yaml}", "--url", "https://cmx"], "CMX_WEB_CONFIG_FILE"),
     (["--url", "https://cmx", "--web-config-file", "{plain_password}"], "CMX_WEB_CONFIG_FILE"),
+    (["--url", "https://cmx", "--dimensions", "site,zone"], "CMX_DIMENSIONS"),
+    (["CMX_DIMENSIONS=,", "--url", "https://cmx"], "CMX_DIMENSIONS"),
+    (["--url", "https://cmx", "--split-by", "portal"], "CMX_SPLIT_BY"),
+    (["CMX_SPLIT_BY=sites", "--url", "https://cmx"], "CMX_SPLIT_BY"),
 ]
 
 

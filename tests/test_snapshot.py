@@ -10,11 +10,28 @@ from pathlib import Path
 import pytest
 import responses
 
-from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, AUTHTYPE, DIMENSIONS
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    AUTHTYPE,
+    BYTES,
+    BYTES_KEYS,
+    DIMENSIONS,
+    DIRECTION,
+    DWELL,
+    DWELL_BUCKETS,
+    LOGINS,
+    PORTAL,
+    PORTAL_TYPE,
+    SITE,
+    UNREADABLE_LOGIN_TIME,
+    VISIT,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
+)
 from cmx_connect_exporter.exposition.names import BUILD_INFO, TARGET_LABEL
 from cmx_connect_exporter.exposition.snapshot import Store, TargetState
-from cmx_connect_exporter.outcome import REASONS, PollError
-from cmx_connect_exporter.polling.poll import count_active_sessions
+from cmx_connect_exporter.outcome import QUERIES, REASONS, PollError
+from cmx_connect_exporter.polling.poll import count_active_sessions, count_visitors_today
 from cmx_pages import add_page, make_client
 from exporter_process import Samples, of_target, parse_samples
 from tool_policy import require_tool
@@ -33,16 +50,25 @@ class Clock:
 
 
 TARGET = "mall-1"
+# The Clock's local midnight at the fixtures' UTC-4: 07:06:40 local, 25,600 s before.
+MIDNIGHT = 1_795_000_000 - 25_600
 
 
 @responses.activate
 def recorded_poll_store(clock: Clock) -> tuple[Store, TargetState]:
+    """A poll of the fixture pages, then the visitors of the day, which CMX answers with the same records."""
     for n in range(3):
-        add_page(responses.mock, 4 * n, 4, (HERE / "fixtures" / f"clients-page{n}.json").read_bytes())
-    counts = count_active_sessions(make_client().fetch_body, page_size=4, max_pages=10, max_label_values=50)
+        body = (HERE / "fixtures" / f"clients-page{n}.json").read_bytes()
+        add_page(responses.mock, 4 * n, 4, body)
+        add_page(responses.mock, 4 * n, 4, body, since=MIDNIGHT)
+    client = make_client()
+    counts = count_active_sessions(client.fetch_body, page_size=4, max_pages=10, max_label_values=50,
+                                   now=clock.now)
     store = Store(version="1.2.3", clock=clock)
-    state = store.add(TARGET, stale_after=180)
+    state = store.add(TARGET, stale_after=180, queries=QUERIES)
     state.record_success(counts, duration=0.25, requests=len(responses.calls))
+    state.record_visitors(count_visitors_today(client.fetch_body, tz_offset=counts.tz_offset, page_size=4,
+                                               max_pages=10, now=clock.now))
     return store, state
 
 
@@ -82,6 +108,45 @@ def test_golden_counts_match_the_fixtures() -> None:
     assert got[("cmx_connect_poll_requests", ())] == 3
 
 
+# Worked out by hand from the fixture records, at the Clock's 1,795,000,000 (2026-11-18 07:06:40 in the
+# fixtures' UTC-4): (site, visit, dwell in seconds or None when unreadable). One record is on two pages.
+BY_HAND = {
+    "aa:bb:cc:00:00:00": ("North Stand", "new", 0),  # epoch ms numbers, logged in right now
+    "aa:bb:cc:00:00:01": ("North Stand", "new", 1000),  # local times, 06:41:40 and 06:50:00
+    "aa:bb:cc:00:00:02": ("South Stand", "returning", 4000),  # "site" key; ISO with offset; first 3 days ago
+    "aa:bb:cc:00:00:03": ("unknown", "returning", 20000),  # site null; epoch s text; ISO without offset
+    "aa:bb:cc:00:00:04": ("South Stand", "unknown", None),  # lastLoginTime "yesterday evening"; lastLogoutTIme
+    "aa:bb:cc:00:00:05": ("North Stand", "new", 0),  # local time 2 minutes ahead, with a fraction: clock skew
+    "aa:bb:cc:00:00:06": ("North Stand", "returning", 90000),  # site " North  Stand "; no portal, no type
+}
+
+
+def test_golden_venue_figures_match_the_records_by_hand() -> None:
+    records = {rec["macAddress"]: rec for n in range(3)
+               for rec in json.loads((HERE / "fixtures" / f"clients-page{n}.json").read_text())["records"]}
+    assert records.keys() == BY_HAND.keys()
+    got = samples(recorded_poll_state(Clock()))
+    for dimension, slot in ((SITE, 0), (VISIT, 1)):
+        for value in {row[slot] for row in BY_HAND.values()}:
+            expected = sum(row[slot] == value for row in BY_HAND.values())
+            assert got[(dimension.metric, ((dimension.label, value),))] == expected
+    dwells = [row[2] for row in BY_HAND.values() if row[2] is not None]
+    for bound in DWELL_BUCKETS:
+        assert got[(DWELL.metric + "_bucket", (("le", f"{bound:g}"),))] == sum(d <= bound for d in dwells)
+    assert got[(DWELL.metric + "_bucket", (("le", "+Inf"),))] == got[(DWELL.metric + "_count", ())] == 6
+    assert got[(DWELL.metric + "_sum", ())] == sum(dwells) == 115000
+    assert got[(UNREADABLE_LOGIN_TIME.metric, ())] == 1
+    for direction, key in BYTES_KEYS.items():
+        assert got[(BYTES.metric, ((DIRECTION, direction),))] == sum(int(r[key]) for r in records.values())
+    assert got[(PORTAL.metric, ((PORTAL.label, "unknown"),))] == 1
+    assert got[(PORTAL_TYPE.metric, ((PORTAL_TYPE.label, "FACEBOOK"),))] == 1
+    assert got[(LOGINS.metric + "_total", ())] == 0, "the first poll counts no login"
+    assert got[(VISITORS_TODAY.metric, ())] == len(BY_HAND), "the visitors query got the same seven sessions"
+    for visit in VISIT.values:
+        expected = sum(row[1] == visit for row in BY_HAND.values())
+        assert got[(VISITORS_TODAY_BY_VISIT.metric, ((VISIT.label, visit),))] == expected
+
+
 def test_no_personal_data_in_the_exposition() -> None:
     text = recorded_poll_state(Clock()).exposition().decode()
     for rec in json.loads((HERE / "fixtures" / "clients-page0.json").read_text())["records"]:
@@ -94,7 +159,7 @@ def test_before_the_first_poll_up_is_zero_and_there_are_no_sessions() -> None:
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 0
     assert not names(state) & SESSION_METRICS
-    assert {got[("cmx_connect_poll_errors_total", (("reason", r),))] for r in REASONS} == {0}
+    assert {got[("cmx_connect_poll_errors_total", (("query", "active"), ("reason", r)))] for r in REASONS} == {0}
 
 
 def test_failure_keeps_counts_until_stale_then_drops_them() -> None:
@@ -105,7 +170,7 @@ def test_failure_keeps_counts_until_stale_then_drops_them() -> None:
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 0
     assert got[("cmx_connect_active_sessions", ())] == 7
-    assert got[("cmx_connect_poll_errors_total", (("reason", "timeout"),))] == 1
+    assert got[("cmx_connect_poll_errors_total", (("query", "active"), ("reason", "timeout")))] == 1
     assert got[("cmx_connect_poll_requests", ())] == 4
     clock.now += 120  # exactly stale_after since the success: still shown
     assert "cmx_connect_active_sessions" in names(state)
@@ -125,7 +190,7 @@ def test_recovery_brings_fresh_counts_back() -> None:
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 1
     assert got[("cmx_connect_active_sessions", ())] == 7
-    assert got[("cmx_connect_poll_errors_total", (("reason", "auth"),))] == 1
+    assert got[("cmx_connect_poll_errors_total", (("query", "active"), ("reason", "auth")))] == 1
 
 
 def test_scrapes_between_polls_reuse_one_rendering() -> None:
@@ -185,4 +250,4 @@ def test_every_family_the_collector_yields_carries_the_target_label(monkeypatch:
 
 def poll_errors_of(target_samples: Samples) -> dict[str, float]:
     return {dict(labels)["reason"]: value for (name, labels), value in target_samples.items()
-            if name == "cmx_connect_poll_errors_total"}
+            if name == "cmx_connect_poll_errors_total" and dict(labels)["query"] == "active"}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import responses
 
-from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS
+from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS, SITE, VISIT
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, cap_values, normalise
 from cmx_connect_exporter.outcome import PollError
 from cmx_pages import add_page, envelope, poll, record, serve_pages
@@ -93,18 +93,20 @@ def test_normalise_reads_a_huge_value_no_further_than_its_start() -> None:
 
 
 def test_tally_keeps_no_long_label_value() -> None:
-    """A server sending huge distinct values must not grow the poll's memory by them."""
-    tally = Tally()
+    """A server sending huge distinct values, label or time, must not grow the poll's memory by them."""
+    read = [d for d in DIMENSIONS if not d.derived]
+    tally = Tally(labels=[d.label for d in read])
     tracemalloc.start()
     try:
         for page in range(4):
-            tally.add_page([record(**{d.keys[0]: f"{page} {d.label} " + "x" * (3 << 20) for d in DIMENSIONS})])
+            tally.add_page([record(**{key: f"{page} {key} " + "x" * (3 << 20)
+                                      for key in (*(d.keys[0] for d in read), *VISIT.keys)})], -14400000)
         kept = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
     assert kept < 1 << 20, f"{kept / (1 << 20):.1f} MiB kept after 4 pages of four 3 MiB values"
     counts = tally.counts(max_label_values=50)
-    assert counts.total == 4
+    assert counts.total == 4 == counts.unreadable_login_time
     assert all(len(value) == MAX_VALUE_LENGTH for values in counts.by_label.values() for value in values)
 
 
@@ -112,3 +114,20 @@ def test_cap_values_keeps_the_most_frequent_and_breaks_ties_by_name() -> None:
     assert cap_values({"a": 1, "b": 1, "c": 1, "d": 5}, 3) == {"d": 5, "a": 1, "other": 2}
     assert cap_values({"a": 3, "other": 4, "b": 2, "c": 1}, 3) == {"a": 3, "b": 2, "other": 5}
     assert cap_values({"a": 1, "b": 2}, 2) == {"a": 1, "b": 2}
+
+
+def test_split_by_site_caps_the_sites_and_each_breakdown_within_a_site() -> None:
+    records = [record(**{SITE.keys[0]: f"Stand {i % 4}", DEVICE.keys[0]: f"Model {i % 5}"}) for i in range(40)]
+    records += [record(**{SITE.keys[0]: "Stand 0"}) for _ in range(6)]
+    records.append(record(site="Stand 1"))  # an alternate key
+    tally = Tally(labels=[AUTHTYPE.label, DEVICE.label, SITE.label], split_by=SITE.label)
+    tally.add_page(records, -14_400_000)
+    counts = tally.counts(max_label_values=3)
+    assert counts.split_by == SITE.label and counts.by_label == {}
+    assert {site: sub.total for site, sub in counts.by_split.items()} == {"Stand 0": 16, "Stand 1": 11, "other": 20}
+    assert sum(sub.total for sub in counts.by_split.values()) == counts.total == len(records)
+    for sub in counts.by_split.values():
+        assert set(sub.by_label) == {AUTHTYPE.label, DEVICE.label}, "the split label is no breakdown of its own"
+        for values in sub.by_label.values():
+            assert sum(values.values()) == sub.total and len(values) <= 3
+    assert sum(sub.dwell.count for sub in counts.by_split.values()) + counts.unreadable_login_time == counts.total

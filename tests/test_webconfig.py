@@ -11,11 +11,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
-import trustme
 
 from cmx_connect_exporter.web.webconfig import BasicAuth, WebConfigError, load_web_config
 from cmx_simulator import Simulator
-from exporter_process import ExporterProcess, session_counts, up
+from exporter_process import ExporterProcess, issued_certificate, session_counts, up
 
 USER, PASSWORD = "prometheus", "scrape-pw-Ü-e81c"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: fast tests, same checks
@@ -23,15 +22,7 @@ HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: f
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate and key it issued for 127.0.0.1, as PEM files."""
-    folder = tmp_path_factory.mktemp("web-tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1")
-    paths = folder / "ca.pem", folder / "server.crt", folder / "server.key"
-    ca.cert_pem.write_to_path(paths[0])
-    issued.cert_chain_pems[0].write_to_path(paths[1])
-    issued.private_key_pem.write_to_path(paths[2])
-    return paths
+    return issued_certificate(tmp_path_factory.mktemp("web-tls"))
 
 
 def write(folder: Path, text: str) -> Path:

@@ -185,3 +185,41 @@ def test_the_worker_does_not_inherit_the_password_from_the_environment(sim: Simu
         (worker_pid,) = children(exporter.pid)
         environment = Path(f"/proc/{worker_pid}/environ").read_bytes()
     assert b"cmx_password" not in environment.lower() and canary.encode() not in environment
+
+
+def arrive(sim: Simulator, guests: int) -> None:
+    """``guests`` log in (and as many out) before the simulator answers one more request."""
+    sim.churn = guests
+    requests.get(sim.url + CLIENTS_PATH, params={"count": 1}, auth=("demo", "demo"), timeout=5)
+    sim.churn = 0
+
+
+def test_logins_are_exactly_the_guests_who_arrived_between_two_polls(sim: Simulator, worker: PollWorker) -> None:
+    """The first poll counts none; the next counts the simulator's arrivals since, and the one after none.
+
+    Sequential polls, so that no request past the end is still on its way when the guests arrive.
+    """
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=1))).logins == 0
+    arrive(sim, 37)
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=2, after=1))).logins == 37
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=2))).logins == 0
+
+
+def test_a_poll_on_a_worker_without_the_targets_last_poll_counts_no_logins(sim: Simulator,
+                                                                          worker: PollWorker) -> None:
+    """A target's polls may land on different workers of the pool. A worker that did not make the target's
+    last completed poll counts no logins, as after a start: fewer logins, never one counted twice."""
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=1))).logins == 0
+    other = start_worker()
+    try:
+        arrive(sim, 11)
+        assert counts_of(other.poll(request_of(sim, concurrency=1, poll=2, after=1))).logins == 0, \
+            "this worker holds no pairs of the target"
+        arrive(sim, 13)
+        assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=2))).logins == 0, \
+            "it holds poll 1's pairs, not those of poll 2, the target's last: counted against older pairs, a " \
+            "login another worker had counted could be counted twice"
+        arrive(sim, 17)
+        assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=4, after=3))).logins == 17
+    finally:
+        other.close()

@@ -161,13 +161,16 @@ class CmxClient:
         with self._lock:
             self._requests += 1
 
-    def fetch_body(self, index: int, count: int) -> bytes:
+    def fetch_body(self, index: int, count: int, since: int | None = None) -> bytes:
         """The raw body of one page of active sessions; ``wire.parse_page`` reads it. Raises PollError.
 
-        Fetching and decoding are apart so that concurrent fetchers carry only bytes,
-        and the decoding, which holds the GIL, happens in one thread.
+        With ``since`` (epoch seconds), the page is of every session, active or not, whose last
+        login is at ``since`` or later. Fetching and decoding are apart so that concurrent
+        fetchers carry only bytes, and the decoding, which holds the GIL, happens in one thread.
         """
         params = {"status": "active", "index": str(index), "count": str(count)}
+        if since is not None:
+            params.update(status="all", start=str(since))
         self._count_request()
         try:
             with self._session.get(self._endpoint, params=params, timeout=self._timeout,

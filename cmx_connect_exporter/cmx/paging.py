@@ -19,7 +19,8 @@ from cmx_connect_exporter.outcome import PollError
 
 FetchBody = Callable[[int, int], Body]
 FetchPage = Callable[[int, int], Page]
-Fold = Callable[[list[Any]], int]  # counts a page's records; returns how many sessions were new
+# counts a page's records, given its timeZoneOffset; returns how many sessions were new
+Fold = Callable[[list[Any], int | None], int]
 
 
 class PageThreads:
@@ -153,7 +154,7 @@ def _fold_page(fold: Fold, page: Page, index: int, page_size: int) -> tuple[int,
     if received > page_size:
         raise PollError("bad_response", f"page at index {index} holds {received} records, "
                                         f"more than the {page_size} asked for")
-    if received and not fold(page.records):
+    if received and not fold(page.records, page.tz_offset):
         raise PollError("pagination", f"page at index {index} holds only sessions already counted; "
                                       "the server seems to ignore 'index'")
     following = page.next_index

@@ -8,14 +8,18 @@ read once at load, so a scrape parameter or the YAML itself can never carry one.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from cmx_connect_exporter.counting.dimensions import LABELS, SPLITS
 
 MIN_POLL_TIMEOUT = 30.0
 # A label value Prometheus, Grafana and a URL's query all take unquoted: the name is also /probe's parameter.
@@ -45,10 +49,24 @@ def check_name(value: str) -> str:
     return value
 
 
-def readable_file(value: Path | None) -> Path | None:
-    if value is not None and not value.is_file():
-        raise ValueError("is not a readable file")
-    return value
+def readable_file(path: Path) -> bytes:
+    """The file's bytes; a ValueError that says why not, such as a folder the user may not enter."""
+    try:
+        if not path.is_file():
+            raise ValueError("is not a readable file")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror})") from None
+
+
+def check_ca_bundle(path: Path) -> bytes:
+    """The bundle's bytes, once OpenSSL has read certificates from them. Raises ValueError."""
+    data = readable_file(path)
+    try:
+        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError):
+        raise ValueError("holds no PEM certificate that OpenSSL can read") from None
+    return data
 
 
 class PollOptions(BaseModel):
@@ -75,11 +93,40 @@ class PollOptions(BaseModel):
     max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
     concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
     max_pages: Annotated[int, Field(ge=1, description="hard cap on pages per poll")] = 5000
+    dimensions: str = Field("all", description="breakdowns of the active sessions to export, comma-separated: "
+                                               f"{','.join(LABELS)}; all or none")
+    split_by: str = Field("none", description="a label to put on every active-session family, so each "
+                                              f"{'/'.join(d.label for d in SPLITS)} has its own counts: "
+                                              f"none or {' or '.join(d.label for d in SPLITS)}")
+    visitors_today: bool = Field(False, description="after each poll, also count the sessions with a login since "
+                                                    "CMX's local midnight: a second paged query of CMX")
 
     @field_validator("ca_bundle", "password_file")
     @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        return readable_file(value)
+    def _readable_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:  # a CA bundle must hold certificates too
+            (check_ca_bundle if info.field_name == "ca_bundle" else readable_file)(value)
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _check_dimensions(cls, value: str) -> str:
+        text = value.strip().lower()
+        if text in ("all", "none"):
+            return text
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in LABELS]
+        if unknown or not names:
+            raise ValueError(f"must be all, none, or names from {','.join(LABELS)}")
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("split_by")
+    @classmethod
+    def _check_split_by(cls, value: str) -> str:
+        text = value.strip().lower()
+        if text != "none" and text not in {d.label for d in SPLITS}:
+            raise ValueError(f"must be none or {' or '.join(d.label for d in SPLITS)}")
+        return text
 
     @model_validator(mode="after")
     def _check_options(self) -> PollOptions:
@@ -101,6 +148,18 @@ class PollOptions(BaseModel):
         if self.poll_timeout is not None:
             return self.poll_timeout
         return max(self.poll_interval, 3 * self.timeout, MIN_POLL_TIMEOUT)
+
+    @property
+    def dimension_labels(self) -> tuple[str, ...]:
+        """The breakdowns to count, in the catalogue's order."""
+        if self.dimensions == "all":
+            return LABELS
+        chosen = set(self.dimensions.split(",")) if self.dimensions != "none" else set()
+        return tuple(label for label in LABELS if label in chosen)
+
+    @property
+    def split_label(self) -> str | None:
+        return None if self.split_by == "none" else self.split_by
 
     @property
     def verify(self) -> bool | str:
@@ -136,12 +195,24 @@ class TargetEntry(PollOptions):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A CMX to poll, with its password read; equal targets poll the same way, so a reload keeps them."""
+    """A CMX to poll, with its password read; equal targets poll the same way, so a reload keeps them. The
+    credentials are left out of that comparison: a rotated password or a renewed CA bundle is used from the
+    next poll, and the target keeps its counts."""
 
     name: str
     url: str
     options: PollOptions
-    password: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False, compare=False)
+    ca_digest: bytes = field(default=b"", repr=False, compare=False)  # of the CA bundle's content
+
+    @property
+    def credentials(self) -> tuple[str | None, bytes]:
+        return self.password, self.ca_digest
+
+
+def ca_digest(options: PollOptions) -> bytes:
+    """The CA bundle's digest, so that a renewed bundle reaches the poll workers. Raises ValueError."""
+    return hashlib.sha256(check_ca_bundle(options.ca_bundle)).digest() if options.ca_bundle else b""
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:
@@ -210,7 +281,11 @@ def load_targets(path: Path) -> tuple[Target, ...]:
             except ValueError as exc:
                 raise fail(label, "password_file", str(exc)) from None
         options = PollOptions.model_validate(checked.model_dump(exclude={"name", "url"}))
-        targets.append(Target(checked.name, checked.url, options, password))
+        try:
+            digest = ca_digest(options)
+        except ValueError as exc:
+            raise fail(label, "ca_bundle", str(exc)) from None
+        targets.append(Target(checked.name, checked.url, options, password, digest))
     return tuple(targets)
 
 

@@ -79,30 +79,30 @@ class SeenKeys:
             return new
         shard = mixed >> _SLOT_BITS
         slots = self._shards[shard]
-        if not _place(slots, mixed):
-            return False
-        self._used[shard] += 1
-        if 4 * self._used[shard] > 3 * len(slots):
-            bigger = array("Q", [0]) * (2 * len(slots))
-            for held in slots:
-                if held:
-                    _place(bigger, held)
-            self._shards[shard] = bigger
+        mask = len(slots) - 1
+        i = mixed >> (_SLOT_BITS - mask.bit_length()) & mask
+        held = slots[i]
+        while held:  # linear probing; the slot is the top bits below the shard's (a product's low bits
+            if held == mixed:  # depend only on the key's low bits)
+                return False
+            i = (i + 1) & mask
+            held = slots[i]
+        slots[i] = mixed
+        used = self._used[shard] = self._used[shard] + 1
+        if 4 * used > 3 * (mask + 1):
+            self._shards[shard] = _grown(slots)
         return True
 
 
-def _place(slots: array[int], mixed: int) -> bool:
-    """Store a mixed key in its slot; False if it was there already.
-
-    The slot is the top bits below the shard's: a product's low bits depend only on the key's low bits.
-    """
-    mask = len(slots) - 1
-    i = mixed >> (_SLOT_BITS - mask.bit_length()) & mask
-    held = slots[i]
-    while held:
-        if held == mixed:
-            return False
-        i = (i + 1) & mask
-        held = slots[i]
-    slots[i] = mixed
-    return True
+def _grown(slots: array[int]) -> array[int]:
+    """The shard's keys in a table twice its size."""
+    bigger = array("Q", [0]) * (2 * len(slots))
+    mask = len(bigger) - 1
+    shift = _SLOT_BITS - mask.bit_length()
+    for mixed in slots:
+        if mixed:
+            i = mixed >> shift & mask
+            while bigger[i]:
+                i = (i + 1) & mask
+            bigger[i] = mixed
+    return bigger

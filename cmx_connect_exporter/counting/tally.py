@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import heapq
+import time
+from array import array
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from itertools import repeat
 from typing import Any
 
 from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
-from cmx_connect_exporter.counting.dimensions import DIMENSIONS
-from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.counting.dimensions import (
+    BY_LABEL,
+    BYTES_KEYS,
+    DWELL_BUCKETS,
+    FIRST_LOGIN_KEY,
+    LABELS,
+    LAST_LOGIN_KEY,
+    NEW,
+    RETURNING,
+    VISIT,
+)
+from cmx_connect_exporter.counting.times import epoch_seconds, local_day, offset_seconds
+from cmx_connect_exporter.outcome import Counts, Dwell, PollError
 
 UNKNOWN = "unknown"
 OTHER = "other"
@@ -19,6 +37,8 @@ _MAX_RAW_LENGTH = 4 * MAX_VALUE_LENGTH
 # straight to "other", so a hostile or broken server cannot grow memory.
 MAX_TRACKED_VALUES = 10_000
 _MAX_CACHED_VALUES = 4096
+_SENT_KEY, _RECEIVED_KEY = BYTES_KEYS["sent"], BYTES_KEYS["received"]
+_MAX_BYTES_DIGITS = 20
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
@@ -49,63 +69,280 @@ def cap_values(counts: Mapping[str, int], limit: int) -> dict[str, int]:
     return kept
 
 
-class Tally:
-    """Counts sessions once each, keyed by MAC; records without one are counted as they come."""
+def byte_count(value: Any) -> int:
+    """A byte counter from a record: a non-negative integer, or its digits as text; else 0."""
+    if value.__class__ is int:
+        return value if value > 0 else 0
+    if value.__class__ is float:
+        return int(value) if value > 0 and value.is_integer() else 0
+    if value.__class__ is str and len(value) <= _MAX_BYTES_DIGITS and value.isascii() and value.isdigit():
+        return int(value)
+    return 0
 
-    def __init__(self, expected_sessions: int = 0) -> None:
+
+class Logins:
+    """The (session, lastLoginTime) pairs of one poll, and how many were not in the previous poll's.
+
+    Pairs are 64-bit hashes in flat arrays, 8 bytes each. Each page's are sorted, looked up in the
+    previous poll's sorted array by bisection, and kept as a sorted run; the runs are merged once
+    at the end. Sorting them all at once would make a Python int of each, 40 bytes a session for a
+    moment; two hash tables would hold four times the memory, and a set ten times.
+    """
+
+    def __init__(self, previous: array[int] | None) -> None:
+        self._runs: list[array[int]] = []
+        self._previous = previous
+        self.new = 0
+
+    def see(self, pairs: list[int]) -> None:
+        """Take a page's pairs, each ``hash((session key, login time))``."""
+        pairs.sort()
+        previous = self._previous
+        if previous is not None:
+            end = len(previous)
+            self.new += sum(1 for pair in pairs if (i := bisect_left(previous, pair)) == end or previous[i] != pair)
+        self._runs.append(array("q", pairs))
+
+    def pairs(self) -> array[int]:
+        """This poll's pairs, sorted, for the next poll to look its pairs up in."""
+        return array("q", heapq.merge(*self._runs))
+
+
+class LoginTracker:
+    """Keeps the sorted pairs of the last completed poll, 8 bytes a session, for the next poll to compare."""
+
+    def __init__(self) -> None:
+        self._previous: array[int] | None = None
+
+    def start(self) -> Logins:
+        return Logins(self._previous)
+
+    def commit(self, logins: Logins) -> None:
+        """The poll completed: its pairs are what the next one compares against."""
+        self._previous = None  # freed before the merge, which builds its successor
+        self._previous = logins.pairs()
+
+
+class _Group:
+    """The counts of one split value (or of all sessions, unsplit), as the tally fills them."""
+
+    __slots__ = ("counters", "dwell", "dwell_sum", "received", "sent", "total")
+
+    def __init__(self, dimensions: int) -> None:
         self.total = 0
+        self.counters: tuple[dict[str, int], ...] = tuple({} for _ in range(dimensions))
+        self.dwell = [0] * (len(DWELL_BUCKETS) + 1)  # per bucket, not cumulative; the last is above every bound
+        self.dwell_sum = 0.0
+        self.sent = self.received = 0
+
+    def absorb(self, other: _Group) -> None:
+        self.total += other.total
+        for mine, theirs in zip(self.counters, other.counters, strict=True):
+            for value, count in theirs.items():
+                mine[value] = mine.get(value, 0) + count
+        self.dwell = [a + b for a, b in zip(self.dwell, other.dwell, strict=True)]
+        self.dwell_sum += other.dwell_sum
+        self.sent += other.sent
+        self.received += other.received
+
+    def counts(self, labels: tuple[str, ...], limit: int) -> Counts:
+        cumulative, running = [], 0
+        for n in self.dwell[:-1]:
+            running += n
+            cumulative.append(running)
+        return Counts(total=self.total,
+                      by_label={label: cap_values(c, limit) for label, c in zip(labels, self.counters, strict=True)},
+                      dwell=Dwell(tuple(cumulative), running + self.dwell[-1], self.dwell_sum),
+                      bytes_sent=self.sent, bytes_received=self.received)
+
+
+class Tally:
+    """Counts sessions once each, keyed by MAC; records without one are counted as they come.
+
+    ``labels`` names the breakdowns to count (CMX_DIMENSIONS): a dimension left out is never read.
+    ``split_by`` names a label whose every value gets counts of its own (CMX_SPLIT_BY).
+    """
+
+    def __init__(self, expected_sessions: int = 0, *, labels: Iterable[str] = LABELS, split_by: str | None = None,
+                 now: float | None = None, logins: Logins | None = None) -> None:
+        self.total = 0
+        self.unreadable_login_time = 0
+        self.tz_offset: int | None = None  # the last page's timeZoneOffset, as sent
         self._seen = SeenKeys(expected_sessions)
-        self._counters: dict[str, dict[str, int]] = {dimension.label: {} for dimension in DIMENSIONS}
-        # (first key, other keys, counter) per dimension, unpacked once rather than per record
-        self._labels = tuple((d.keys[0], d.keys[1:], self._counters[d.label]) for d in DIMENSIONS)
+        self._now = time.time() if now is None else now
+        self._logins = logins
+        self._split_by = split_by
+        wanted = [BY_LABEL[label] for label in labels if label != split_by]
+        self._labels = tuple(d.label for d in wanted if not d.derived)
+        self._visit = VISIT in wanted
+        if self._visit:
+            self._labels += (VISIT.label,)
+        # (first key, other keys) per string dimension, unpacked once rather than per record
+        self._keys = tuple((d.keys[0], d.keys[1:]) for d in wanted if not d.derived)
+        self._split_keys = BY_LABEL[split_by].keys if split_by else ()
+        self._groups: dict[str, _Group] = {}
+        self._single = None if split_by else self._group("")
         self._cache: dict[str, str] = {}
 
-    def add_page(self, records: list[Any]) -> int:
+    def _group(self, value: str) -> _Group:
+        group = self._groups.get(value)
+        if group is None:
+            if len(self._groups) >= MAX_TRACKED_VALUES:
+                return self._group(OTHER)
+            group = self._groups[value] = _Group(len(self._labels))
+        return group
+
+    def add_page(self, records: list[Any], tz_offset: int | None = None) -> int:
         """Count a page; returns how many of its sessions were new to this poll.
 
-        The hot path of a poll, so it is written for speed: the usual record has the
-        documented keys and label values already seen, served from a small cache.
+        The hot path of a poll, so it is written for speed. Label values are counted raw, a page
+        at a time, by ``Counter`` over ``map`` (a loop in C), and each distinct raw value is then
+        normalised once; only the times, the bytes and the visit take a Python loop per record.
+        ``tz_offset`` is the page's timeZoneOffset, which local times are read in.
         """
-        new = 0
+        self.tz_offset = tz_offset
+        fresh, keys = self._fresh(records)
+        offset = offset_seconds(tz_offset)
+        if self._single is not None:
+            self._add(self._single, fresh, keys, offset)
+        else:
+            parts: dict[str, tuple[list[dict[str, Any]], list[int | None]]] = {}
+            for record, key in zip(fresh, keys, strict=True):
+                part = parts.setdefault(self._split_value(record), ([], []))
+                part[0].append(record)
+                part[1].append(key)
+            for value, (part_records, part_keys) in parts.items():
+                self._add(self._group(value), part_records, part_keys, offset)
+        self.total += len(fresh)
+        return len(fresh)
+
+    def _fresh(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[int | None]]:
+        """The page's records of sessions not yet counted in this poll, and their session keys."""
         seen_add = self._seen.add
-        cache = self._cache
+        fresh: list[dict[str, Any]] = []
+        keys: list[int | None] = []
         for record in records:
-            if not isinstance(record, dict):
+            if record.__class__ is not dict:
                 raise PollError("bad_response", "a record is not a JSON object")
             key = session_key(record)
-            if key is not None and not seen_add(key):
-                continue
-            new += 1
-            for first, others, counter in self._labels:
-                raw = record.get(first)
-                if raw is None and others:
-                    raw = next((v for k in others if (v := record.get(k)) is not None), None)
-                value = cache.get(raw) if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH else None
-                if value is None:
-                    value = self._normalise(raw)
-                try:
-                    counter[value] += 1
-                except KeyError:
-                    _first_sight(counter, value)
-        self.total += new
-        return new
+            if key is None or seen_add(key):
+                fresh.append(record)
+                keys.append(key)
+        return fresh, keys
 
-    def _normalise(self, raw: Any) -> str:
-        value = normalise(raw)
-        if raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH:
-            if len(self._cache) >= _MAX_CACHED_VALUES:
-                self._cache.clear()
-            self._cache[raw] = value
+    def _add(self, group: _Group, records: list[dict[str, Any]], keys: list[int | None], offset: int | None) -> None:
+        group.total += len(records)
+        for (first, others), counter in zip(self._keys, group.counters, strict=False):  # visit's, last, has no key
+            for raw, n in _raw_values(records, first, others).items():
+                _add_to(counter, self._value(raw), n)
+        group.sent += _byte_sum(records, _SENT_KEY)
+        group.received += _byte_sum(records, _RECEIVED_KEY)
+        now = self._now
+        buckets = group.dwell
+        dwell_sum = 0.0
+        visits: dict[str, int] | None = {} if self._visit else None
+        pairs: list[int] = []  # (session, login) pairs for the logins
+        for record, key in zip(records, keys, strict=True):
+            last = record.get(LAST_LOGIN_KEY)
+            login = epoch_seconds(last, offset)
+            if login is None:
+                self.unreadable_login_time += 1
+                if visits is not None:
+                    visits[UNKNOWN] = visits.get(UNKNOWN, 0) + 1
+                continue
+            dwell = now - login if now > login else 0.0  # a login in the future is clock skew
+            buckets[bisect_left(DWELL_BUCKETS, dwell)] += 1
+            dwell_sum += dwell
+            if key is not None:
+                pairs.append(hash((key, login)))
+            if visits is not None:
+                value = _visit(record.get(FIRST_LOGIN_KEY), last, login, offset)
+                visits[value] = visits.get(value, 0) + 1
+        group.dwell_sum += dwell_sum
+        if visits:
+            for value, n in visits.items():
+                _add_to(group.counters[-1], value, n)
+        if self._logins is not None:
+            self._logins.see(pairs)
+
+    def _split_value(self, record: Mapping[str, Any]) -> str:
+        return self._value(next((v for k in self._split_keys if (v := record.get(k)) is not None), None))
+
+    def _value(self, raw: Any) -> str:
+        """A raw value's label value, from a small cache of short values."""
+        cacheable = raw.__class__ is str and len(raw) <= _MAX_RAW_LENGTH
+        value = self._cache.get(raw) if cacheable else None
+        if value is None:
+            value = normalise(raw)
+            if cacheable:
+                if len(self._cache) >= _MAX_CACHED_VALUES:
+                    self._cache.clear()
+                self._cache[raw] = value
         return value
 
     def counts(self, max_label_values: int) -> Counts:
-        return Counts(
-            total=self.total,
-            by_label={label: cap_values(c, max_label_values) for label, c in self._counters.items()},
-        )
+        """The counts, each label capped at ``max_label_values`` series; split values are capped so too."""
+        whole = {"unreadable_login_time": self.unreadable_login_time,
+                 "logins": self._logins.new if self._logins else 0, "tz_offset": self.tz_offset}
+        if self._single is not None:
+            return replace(self._single.counts(self._labels, max_label_values), **whole)
+        ranked = sorted(self._groups.items(), key=lambda kv: (-kv[1].total, kv[0] == OTHER, kv[0]))
+        kept = dict(ranked if len(ranked) <= max_label_values else ranked[: max_label_values - 1])
+        for _, group in ranked[len(kept):]:
+            kept.setdefault(OTHER, _Group(len(self._labels))).absorb(group)
+        return Counts(total=self.total, by_label={}, split_by=self._split_by,
+                      by_split={value: g.counts(self._labels, max_label_values) for value, g in kept.items()},
+                      **whole)
 
 
-def _first_sight(counter: dict[str, int], value: str) -> None:
-    if len(counter) >= MAX_TRACKED_VALUES:
+def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> str:
+    """New or returning, by the local days of the first and last logins; unknown when either is unreadable."""
+    if offset is None:
+        return UNKNOWN
+    if raw_first == raw_last:  # a first visit, as often: no second time to read
+        return NEW
+    first = epoch_seconds(raw_first, offset)
+    if first is None:
+        return UNKNOWN
+    return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
+
+
+class _Unhashable:
+    """Stands for a list or an object where a label value should be: it counts as ``unknown``."""
+
+
+_UNHASHABLE = _Unhashable()
+
+
+def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
+    """How often each raw value of a dimension occurs, read from ``first``, else the first of ``others`` present."""
+    try:
+        found = Counter(map(dict.get, records, repeat(first)))
+    except TypeError:  # a list or an object as the value: counted apart, as unknown
+        found = Counter(_hashable(record.get(first)) for record in records)
+    missing = found.pop(None, 0)
+    if missing and others:
+        found.update(_hashable(next((v for k in others if (v := record.get(k)) is not None), None))
+                     for record in records if record.get(first) is None)
+    elif missing:
+        found[None] = missing
+    return found
+
+
+def _hashable(value: Any) -> Any:
+    return _UNHASHABLE if isinstance(value, list | dict) else value
+
+
+def _byte_sum(records: list[dict[str, Any]], key: str) -> int:
+    """The sum of a byte counter over records; in C when every value is a non-negative int, as usual."""
+    values = list(map(dict.get, records, repeat(key)))
+    if set(map(type, values)) <= {int} and (not values or min(values) >= 0):
+        return sum(values)
+    return sum(map(byte_count, values))
+
+
+def _add_to(counter: dict[str, int], value: str, n: int) -> None:
+    """Adds ``n`` to a value's count; past MAX_TRACKED_VALUES distinct values, new ones go to ``other``."""
+    if value not in counter and len(counter) >= MAX_TRACKED_VALUES:
         value = OTHER
-    counter[value] = counter.get(value, 0) + 1
+    counter[value] = counter.get(value, 0) + n

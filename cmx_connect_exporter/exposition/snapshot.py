@@ -16,10 +16,23 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, DIMENSIONS
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    ACTIVE_SESSIONS_HELP,
+    BYTES,
+    DIMENSIONS,
+    DIRECTION,
+    DWELL,
+    DWELL_BUCKETS,
+    LOGINS,
+    UNREADABLE_LOGIN_TIME,
+    VISIT,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
+)
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
     LAST_SUCCESS,
@@ -29,11 +42,16 @@ from cmx_connect_exporter.exposition.names import (
     TARGET_LABEL,
     UP,
 )
-from cmx_connect_exporter.outcome import REASONS, Counts, PollError
+from cmx_connect_exporter.outcome import QUERIES, REASONS, Counts, PollError, Query, Reason, Visitors
+
+ACTIVE: Query = "active"
+VISITORS_TODAY_QUERY: Query = "visitors_today"
+Errors = Mapping[Query, Mapping[Reason, int]]
 
 
-def _zero_errors() -> Mapping[str, int]:
-    return MappingProxyType(dict.fromkeys(REASONS, 0))
+def zero_errors(queries: tuple[Query, ...] = QUERIES[:1]) -> Errors:
+    """Every reason at 0 for each query the exporter makes, so that rates work from the start."""
+    return MappingProxyType({query: MappingProxyType(dict.fromkeys(REASONS, 0)) for query in queries})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +63,29 @@ class Snapshot:
     last_success: float | None = None
     poll_duration: float | None = None
     poll_requests: int | None = None
-    errors: Mapping[str, int] = field(default_factory=_zero_errors)
+    errors: Errors = field(default_factory=zero_errors)
     last_error: PollError | None = None
+    logins: int = 0  # logins counted by every completed poll since the start
+    visitors: Visitors | None = None
+    visitors_at: float | None = None  # when the visitors of the day were last counted
 
     def fresh_counts(self, now: float, stale_after: float) -> Counts | None:
         """The counts to publish: those of the last success, until they are ``stale_after`` seconds old."""
         if self.last_success is None or now - self.last_success > stale_after:
             return None
         return self.counts
+
+    def fresh_visitors(self, now: float, stale_after: float) -> Visitors | None:
+        """The visitors of the day, under the same rule as the counts."""
+        if self.visitors_at is None or now - self.visitors_at > stale_after:
+            return None
+        return self.visitors
+
+    def expires(self, now: float, stale_after: float) -> float:
+        """When what is published now goes stale, and the text must be rendered again."""
+        fresh = [at + stale_after for at in (self.last_success, self.visitors_at)
+                 if at is not None and now - at <= stale_after]
+        return min(fresh, default=math.inf)
 
 
 def with_target(families: Iterable[Metric], name: str) -> Iterator[Metric]:
@@ -79,15 +112,24 @@ class TargetCollector(Collector):
         yield GaugeMetricFamily(UP.name, UP.help, value=int(snap.up))
         if (counts := snap.fresh_counts(self._clock(), self._stale_after)) is not None:
             yield from _session_families(counts)
+        yield CounterMetricFamily(LOGINS.metric, LOGINS.help, value=snap.logins)
         if snap.last_success is not None:
             yield GaugeMetricFamily(LAST_SUCCESS.name, LAST_SUCCESS.help, value=snap.last_success)
         if snap.poll_duration is not None:
             yield GaugeMetricFamily(POLL_DURATION.name, POLL_DURATION.help, value=snap.poll_duration)
         if snap.poll_requests is not None:
             yield GaugeMetricFamily(POLL_REQUESTS.name, POLL_REQUESTS.help, value=snap.poll_requests)
-        errors = CounterMetricFamily(POLL_ERRORS.name, POLL_ERRORS.help, labels=["reason"])
-        for reason, count in snap.errors.items():
-            errors.add_metric([reason], count)
+        if (visitors := snap.fresh_visitors(self._clock(), self._stale_after)) is not None:
+            yield GaugeMetricFamily(VISITORS_TODAY.metric, VISITORS_TODAY.help, value=visitors.total)
+            by_visit = GaugeMetricFamily(VISITORS_TODAY_BY_VISIT.metric, VISITORS_TODAY_BY_VISIT.help,
+                                         labels=[VISIT.label])
+            for value, count in sorted(visitors.by_visit.items()):
+                by_visit.add_metric([value], count)
+            yield by_visit
+        errors = CounterMetricFamily(POLL_ERRORS.name, POLL_ERRORS.help, labels=["query", "reason"])
+        for query, by_reason in snap.errors.items():
+            for reason, count in by_reason.items():
+                errors.add_metric([query, reason], count)
         yield errors
 
 
@@ -104,12 +146,29 @@ class BuildInfoCollector(Collector):
 
 
 def _session_families(counts: Counts) -> Iterator[Metric]:
-    yield GaugeMetricFamily(ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, value=counts.total)
-    for dimension in DIMENSIONS:
-        family = GaugeMetricFamily(dimension.metric, dimension.help, labels=[dimension.label])
-        for value, count in sorted(counts.by_label[dimension.label].items()):
-            family.add_metric([value], count)
-        yield family
+    """The active-session families; with a split, each sample of each carries the split label first."""
+    split = [counts.split_by] if counts.split_by else []
+    groups = [([value], sub) for value, sub in sorted(counts.by_split.items())] if split else [([], counts)]
+    total = GaugeMetricFamily(ACTIVE_SESSIONS, ACTIVE_SESSIONS_HELP, labels=split)
+    dwell = HistogramMetricFamily(DWELL.metric, DWELL.help, labels=split)
+    sent_received = GaugeMetricFamily(BYTES.metric, BYTES.help, labels=[*split, DIRECTION])
+    by_label = {d.label: GaugeMetricFamily(d.metric, d.help, labels=[*split, d.label])
+                for d in DIMENSIONS if any(d.label in sub.by_label for _, sub in groups)}
+    for at, sub in groups:
+        total.add_metric(at, sub.total)
+        for label, family in by_label.items():
+            for value, count in sorted(sub.by_label.get(label, {}).items()):
+                family.add_metric([*at, value], count)
+        bounds = [(f"{bound:g}", n) for bound, n in zip(DWELL_BUCKETS, sub.dwell.buckets, strict=True)]
+        dwell.add_metric(at, [*bounds, ("+Inf", sub.dwell.count)], sub.dwell.sum)
+        sent_received.add_metric([*at, "sent"], sub.bytes_sent)
+        sent_received.add_metric([*at, "received"], sub.bytes_received)
+    yield total
+    yield from by_label.values()
+    yield dwell
+    yield sent_received
+    yield GaugeMetricFamily(UNREADABLE_LOGIN_TIME.metric, UNREADABLE_LOGIN_TIME.help,
+                            value=counts.unreadable_login_time)
 
 
 # One family of the text format: its "# HELP" and "# TYPE" lines, then its samples.
@@ -143,13 +202,13 @@ class TargetState:
     """One target's snapshot and its rendered text, both replaced atomically."""
 
     def __init__(self, name: str, stale_after: float, clock: Callable[[], float] = time.time,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None, queries: tuple[Query, ...] = (ACTIVE,)) -> None:
         self.name = name
         self._lock = threading.Lock()
         self._clock = clock
         self._stale_after = stale_after
         self._on_change = on_change
-        self._snapshot = Snapshot()
+        self._snapshot = Snapshot(errors=zero_errors(queries))
         self._registry = CollectorRegistry()
         self._registry.register(TargetCollector(name, lambda: self._snapshot, stale_after, clock))
         self._rendered = self._render()
@@ -160,14 +219,25 @@ class TargetState:
 
     def record_success(self, counts: Counts, duration: float, requests: int) -> None:
         self._swap(lambda s: replace(s, up=True, counts=counts, last_success=self._clock(),
-                                     poll_duration=duration, poll_requests=requests, last_error=None))
+                                     poll_duration=duration, poll_requests=requests, last_error=None,
+                                     logins=s.logins + counts.logins))
 
-    def record_failure(self, error: PollError, requests: int | None) -> None:
-        """``requests`` None (a poll whose worker died) takes the requests gauge away: its value is unknown."""
+    def record_visitors(self, visitors: Visitors) -> None:
+        self._swap(lambda s: replace(s, visitors=visitors, visitors_at=self._clock()))
+
+    def record_failure(self, error: PollError, requests: int | None, query: Query = ACTIVE) -> None:
+        """``requests`` None (a poll whose worker died) takes the requests gauge away: its value is unknown.
+
+        A failed visitors-of-the-day query is only counted: up, the requests and the last error
+        are the active poll's.
+        """
         def failed(s: Snapshot) -> Snapshot:
-            errors = dict(s.errors)
-            errors[error.reason] += 1
-            return replace(s, up=False, poll_requests=requests, errors=MappingProxyType(errors), last_error=error)
+            by_reason = dict(s.errors.get(query, dict.fromkeys(REASONS, 0)))
+            by_reason[error.reason] += 1
+            errors = MappingProxyType({**s.errors, query: MappingProxyType(by_reason)})
+            if query != ACTIVE:
+                return replace(s, errors=errors)
+            return replace(s, up=False, poll_requests=requests, errors=errors, last_error=error)
         self._swap(failed)
 
     def families(self) -> Mapping[bytes, Block]:
@@ -195,10 +265,8 @@ class TargetState:
         self._on_change()
 
     def _render(self) -> tuple[Mapping[bytes, Block], float]:
-        snap = self._snapshot
-        fresh = snap.fresh_counts(self._clock(), self._stale_after) is not None
-        expires = snap.last_success + self._stale_after if fresh and snap.last_success else math.inf
-        return split_families(generate_latest(self._registry)), expires
+        return (split_families(generate_latest(self._registry)),
+                self._snapshot.expires(self._clock(), self._stale_after))
 
 
 class Store:
@@ -219,9 +287,10 @@ class Store:
         self._joined = b""
         self._expires = math.inf
 
-    def add(self, name: str, stale_after: float) -> TargetState:
-        """A new target's state, or a fresh one in place of a changed target's."""
-        state = TargetState(name, stale_after, self._clock, on_change=self._rejoin)
+    def add(self, name: str, stale_after: float, queries: tuple[Query, ...] = (ACTIVE,)) -> TargetState:
+        """A new target's state, or a fresh one in place of a changed target's; ``queries`` are those made
+        of its CMX, whose errors are counted from 0."""
+        state = TargetState(name, stale_after, self._clock, on_change=self._rejoin, queries=queries)
         with self._lock:
             self._targets[name] = state
         self._rejoin()

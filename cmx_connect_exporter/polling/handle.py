@@ -13,7 +13,7 @@ import sys
 import time
 
 from cmx_connect_exporter.outcome import PollError
-from cmx_connect_exporter.polling.messages import SIZE, Hello, PollOutcome, PollRequest
+from cmx_connect_exporter.polling.messages import SIZE, Hello, PollOutcome, PollRequest, VisitorsRequest
 from cmx_connect_exporter.settings import ENV_PREFIX
 
 WORKER_MODULE = "cmx_connect_exporter.polling.worker"
@@ -69,7 +69,7 @@ class PollWorker:
     def pid(self) -> int:
         return self._process.pid
 
-    def poll(self, request: PollRequest) -> PollOutcome:
+    def poll(self, request: PollRequest | VisitorsRequest) -> PollOutcome:
         """One poll in the worker; never raises but WorkerClosed, whatever happens to the worker.
 
         A poll whose worker was killed or died reports no request count: what it cost CMX is unknown.

@@ -9,7 +9,8 @@ import pickle
 import struct
 from dataclasses import dataclass, field
 
-from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.counting.dimensions import LABELS
+from cmx_connect_exporter.outcome import Counts, PollError, Visitors
 
 # Each answer is framed by its size, so the parent can read it against a deadline.
 SIZE = struct.Struct("!I")
@@ -25,6 +26,7 @@ class ClientOptions:
     timeout: float
     verify: bool | str
     max_retry_wait: float
+    ca_digest: bytes = b""  # the CA bundle's: a renewed bundle makes new options, so the worker makes a new client
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +49,34 @@ class PollRequest:
     max_label_values: int
     concurrency: int
     poll_timeout: float
+    dimensions: tuple[str, ...] = LABELS  # the breakdowns to count, by label (dimensions)
+    split_by: str | None = None  # a label every active-session family is split by (split_by)
     expected_sessions: int = 0
+    # Logins are counted against the pairs of the target's poll numbered ``after`` (its last completed one); a
+    # worker that does not hold that poll's pairs counts none this time, as after a start.
+    poll: int = 0
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorsRequest:
+    """The visitors of the day (visitors_today): every session with a login since CMX's local midnight,
+    in the time zone of the target's last active poll, so any worker can take it."""
+
+    target: str
+    client: ClientOptions
+    page_size: int
+    max_pages: int
+    concurrency: int
+    poll_timeout: float
+    tz_offset: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
     """What one poll found, the HTTP requests it made, and how long it took in the worker (never its start)."""
 
-    result: Counts | PollError
+    result: Counts | Visitors | PollError
     requests: int | None  # None when the worker died with the poll: its cost is unknown
     duration: float
 

@@ -7,6 +7,7 @@ only on its own poll, which the worker pool bounds by the target's own deadline.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -18,10 +19,10 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from cmx_connect_exporter.config.targets import Target
-from cmx_connect_exporter.exposition.snapshot import Store, TargetState
-from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.exposition.snapshot import VISITORS_TODAY_QUERY, Store, TargetState
+from cmx_connect_exporter.outcome import QUERIES, Counts, PollError, Visitors
 from cmx_connect_exporter.polling.handle import WorkerClosed
-from cmx_connect_exporter.polling.messages import ClientOptions, PollOutcome, PollRequest
+from cmx_connect_exporter.polling.messages import ClientOptions, PollOutcome, PollRequest, VisitorsRequest
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,25 @@ PROBE_LAPSE_INTERVALS = 5
 # their schedules do not stay in step and a few workers take them one after another.
 FIRST_POLL_SPREAD = 10.0
 
-PollFunction = Callable[[PollRequest], PollOutcome]
+PollFunction = Callable[[PollRequest | VisitorsRequest], PollOutcome]
+# Numbers every poll in this process, so that a worker can tell whether the logins it holds for a target are
+# those of the target's last completed poll.
+_poll_numbers = itertools.count(1)
 
 
-def poll_request(target: Target, expected_sessions: int) -> PollRequest:
-    """What a worker needs for one poll of ``target``."""
+def client_options(target: Target) -> ClientOptions:
     o = target.options
-    client = ClientOptions(url=target.url, username=o.username, password=target.password, timeout=o.timeout,
-                           verify=o.verify, max_retry_wait=min(30.0, o.poll_interval / 2))
-    return PollRequest(target=target.name, client=client, page_size=o.page_size, max_pages=o.max_pages,
-                       max_label_values=o.max_label_values, concurrency=o.concurrency,
-                       poll_timeout=o.poll_timeout_seconds, expected_sessions=expected_sessions)
+    return ClientOptions(url=target.url, username=o.username, password=target.password, timeout=o.timeout,
+                         verify=o.verify, max_retry_wait=min(30.0, o.poll_interval / 2), ca_digest=target.ca_digest)
+
+
+def poll_request(target: Target, expected_sessions: int, number: int = 0, after: int | None = None) -> PollRequest:
+    """What a worker needs for poll ``number`` of ``target``; ``after`` is the number of its last completed one."""
+    o = target.options
+    return PollRequest(target=target.name, client=client_options(target), page_size=o.page_size,
+                       max_pages=o.max_pages, max_label_values=o.max_label_values, concurrency=o.concurrency,
+                       poll_timeout=o.poll_timeout_seconds, dimensions=o.dimension_labels, split_by=o.split_label,
+                       expected_sessions=expected_sessions, poll=number, after=after)
 
 
 class Probes:
@@ -67,43 +76,82 @@ class Probes:
 
 
 class Poller:
-    """Runs one target's polls and publishes what they found; never raises, so the schedule never dies."""
+    """Runs one target's polls and publishes what they found; never raises, so the schedule never dies.
+
+    It keeps what the next poll needs whichever worker takes it: the last total, the number of the last
+    completed poll (whose logins the next one is compared with) and CMX's time zone (the visitors of the day
+    start at its local midnight).
+    """
 
     def __init__(self, poll: PollFunction, target: Target, state: TargetState,
                  wanted: Callable[[], bool] = lambda: True) -> None:
         self._poll = poll
-        self._target = target
+        self.target = target  # replaced by a reload that changes only its credentials
         self._state = state
         self._wanted = wanted
         self._not_before = 0.0
         self._last_total = 0
+        self._last_poll: int | None = None
+        self._tz_offset: int | None = None
 
     def run(self) -> None:
         if not self._wanted():
             return
-        name = self._target.name
+        target = self.target
         if time.monotonic() < self._not_before:
-            log.info("poll of %s skipped: CMX asked to wait (Retry-After)", name)
+            log.info("poll of %s skipped: CMX asked to wait (Retry-After)", target.name)
             return
-        try:
-            outcome = self._poll(poll_request(self._target, self._last_total))
-        except WorkerClosed:
+        number = next(_poll_numbers)
+        outcome = self._ask(poll_request(target, self._last_total, number, self._last_poll))
+        if outcome is None:
             return
-        except Exception as exc:  # a bug of the exporter's own: counted, never a traceback that stops the job
-            outcome = PollOutcome(PollError("internal", f"unexpected {type(exc).__name__} in the poll job; "
-                                                        "please report it"), None, 0.0)
         result = outcome.result
-        if isinstance(result, PollError):
-            self._state.record_failure(result, outcome.requests)
-            if result.retry_after:  # capped: a wild Retry-After must not stop polling for good
-                self._not_before = time.monotonic() + min(result.retry_after, MAX_DEFERRAL)
-            log.warning("poll of %s failed: %s", name, result)
+        if not isinstance(result, Counts):
+            error = _failure(result)
+            self._state.record_failure(error, outcome.requests)
+            if error.retry_after:  # capped: a wild Retry-After must not stop polling for good
+                self._not_before = time.monotonic() + min(error.retry_after, MAX_DEFERRAL)
+            log.warning("poll of %s failed: %s", target.name, error)
             return
         was_up = self._state.snapshot.up
-        self._last_total = result.total
+        self._last_total, self._last_poll, self._tz_offset = result.total, number, result.tz_offset
         self._state.record_success(result, outcome.duration, outcome.requests)
         log.log(logging.DEBUG if was_up else logging.INFO,
-                "poll of %s complete: %d active sessions in %.2f s", name, result.total, outcome.duration)
+                "poll of %s complete: %d active sessions in %.2f s", target.name, result.total, outcome.duration)
+        if target.options.visitors_today:  # after the active counts are published, so it never holds them up
+            self._count_visitors(target)
+
+    def _count_visitors(self, target: Target) -> None:
+        o = target.options
+        outcome = self._ask(VisitorsRequest(target=target.name, client=client_options(target),
+                                            page_size=o.page_size, max_pages=o.max_pages, concurrency=o.concurrency,
+                                            poll_timeout=o.poll_timeout_seconds, tz_offset=self._tz_offset))
+        if outcome is None:
+            return
+        if isinstance(outcome.result, Visitors):
+            self._state.record_visitors(outcome.result)
+            log.debug("visitors of the day at %s: %d in %.2f s", target.name, outcome.result.total, outcome.duration)
+            return
+        error = _failure(outcome.result)
+        self._state.record_failure(error, outcome.requests, query=VISITORS_TODAY_QUERY)
+        log.warning("visitors-of-the-day query of %s failed: %s", target.name, error)
+
+    def _ask(self, request: PollRequest | VisitorsRequest) -> PollOutcome | None:
+        """The worker's answer; None when the exporter is shutting down."""
+        try:
+            return self._poll(request)
+        except WorkerClosed:
+            return None
+        except Exception as exc:  # a bug of the exporter's own: counted, never a traceback that stops the job
+            return PollOutcome(PollError("internal", f"unexpected {type(exc).__name__} in the poll job; "
+                                                     "please report it"), None, 0.0)
+
+
+def _failure(result: Counts | Visitors | PollError) -> PollError:
+    """The error of an answer that is not what was asked for."""
+    if isinstance(result, PollError):
+        return result
+    return PollError("internal", f"the poll worker answered with {type(result).__name__}; please report it")
 
 
 class Schedule:
@@ -114,6 +162,7 @@ class Schedule:
         self._store = store
         self._probes = probes
         self._targets: dict[str, Target] = {}
+        self._pollers: dict[str, Poller] = {}
         self._lock = threading.Lock()
         self._scheduler = BackgroundScheduler(timezone=UTC,
                                               executors={"default": ThreadPoolExecutor(MAX_POLL_THREADS)})
@@ -126,30 +175,40 @@ class Schedule:
     def targets(self) -> list[Target]:
         return list(self._targets.values())
 
-    def apply(self, targets: Iterable[Target]) -> None:
+    def apply(self, targets: Iterable[Target]) -> bool:
         """New targets start, removed ones stop and lose their series, changed ones start afresh;
-        an unchanged target keeps its job, schedule and counts."""
+        an unchanged target keeps its job, schedule and counts, and polls with its new credentials (a
+        rotated password, a renewed CA bundle) from its next poll. True if anything changed."""
         with self._lock:
             wanted = {target.name: target for target in targets}
-            for name in [name for name, old in self._targets.items() if wanted.get(name) != old]:
+            changed = [name for name, old in self._targets.items() if wanted.get(name) != old]
+            for name in changed:
                 with contextlib.suppress(JobLookupError):
                     self._scheduler.remove_job(name)
-                del self._targets[name]
+                del self._targets[name], self._pollers[name]
                 if name not in wanted:
                     self._store.remove(name)
+            rotated = False
+            for name, poller in self._pollers.items():
+                if wanted[name].credentials != poller.target.credentials:
+                    self._targets[name] = poller.target = wanted[name]
+                    rotated = True
             new = [target for name, target in wanted.items() if name not in self._targets]
             for position, target in enumerate(new):
                 spread = min(FIRST_POLL_SPREAD, target.options.poll_interval)
                 self._add(target, delay=spread * position / len(new))
+            return bool(changed or new or rotated)
 
     def _add(self, target: Target, delay: float = 0.0) -> None:
         interval = target.options.poll_interval
-        state = self._store.add(target.name, target.options.stale_after_seconds)
+        queries = QUERIES if target.options.visitors_today else QUERIES[:1]
+        state = self._store.add(target.name, target.options.stale_after_seconds, queries)
         probes = self._probes
         wanted = (lambda: True) if probes is None else (lambda: probes.polling(target.name, interval))
         self._targets[target.name] = target
+        poller = self._pollers[target.name] = Poller(self._poll, target, state, wanted)
         self._scheduler.add_job(
-            Poller(self._poll, target, state, wanted).run,
+            poller.run,
             "interval",
             seconds=interval,
             id=target.name,

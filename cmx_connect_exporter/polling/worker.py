@@ -29,9 +29,11 @@ if __name__ == "__main__":
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.paging import PageThreads
+from cmx_connect_exporter.counting.tally import LoginTracker
 from cmx_connect_exporter.logs import setup_logging
-from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, framed
-from cmx_connect_exporter.polling.poll import run_poll
+from cmx_connect_exporter.outcome import Counts
+from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, VisitorsRequest, framed
+from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
 WORKER_NICENESS = 5
@@ -42,24 +44,36 @@ class _Kept:
 
     def __init__(self, options: ClientOptions, concurrency: int) -> None:
         self.options = options
-        self.client = CmxClient(options.url, username=options.username, password=options.password,
-                                timeout=options.timeout, verify=options.verify, max_retry_wait=options.max_retry_wait)
+        self.client = _client(options)
         self.threads = PageThreads(concurrency)
+        self.logins = LoginTracker()
+        self.logins_after: int | None = None  # the target's poll whose pairs ``logins`` holds
 
-    def close(self) -> None:
-        self.threads.close()
-        self.client.close()
+    def update(self, options: ClientOptions, concurrency: int) -> None:
+        """New options (a rotated password, a renewed CA bundle, another URL) make a new client; the
+        logins stay, as they are the same sessions of the same target."""
+        if options != self.options:
+            self.threads.settle()  # the last walk's requests past the end go out on the old client
+            self.client.close()
+            self.client, self.options = _client(options), options
+        if self.threads.size != concurrency:
+            self.threads.close()
+            self.threads = PageThreads(concurrency)
 
 
 def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
-    """The worker's loop: a Hello first, then one poll per request, until the parent is gone.
+    """The worker's loop: a Hello first, then one poll per request, until the parent is gone; a request
+    with new ClientOptions (a rotated password or CA bundle) replaces the target's client first.
 
     Any worker polls any target. It keeps, per target it has polled, a client (its connections stay open
-    between polls) and page threads, so that a poll need not wait for its requests past the end: the
-    target's next poll does, before it starts, and no other target's poll ever waits for them. Both
-    are made anew when the target's options change.
+    between polls), page threads, so that a poll need not wait for its requests past the end (the target's
+    next poll does, before it starts, and no other target's poll ever waits for them), and the logins of
+    the target's last poll it made, to count the new ones. Those count only when that poll was the
+    target's last completed one (``PollRequest.after``): a poll that lands on another worker than the
+    last one counts no logins, as the first poll after a start does, and never counts one twice.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGHUP (reload) are the parent's to handle
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
     try:
         hello: Hello = pickle.load(requests_in)
@@ -69,17 +83,28 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     kept: dict[str, _Kept] = {}
     while True:
         try:
-            request: PollRequest = pickle.load(requests_in)
+            request: PollRequest | VisitorsRequest = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
         target = kept.get(request.target)
-        if target is None or target.options != request.client or target.threads.size != request.concurrency:
-            if target is not None:
-                target.close()
+        if target is None:
             target = kept[request.target] = _Kept(request.client, request.concurrency)
-        outcome = run_poll(target.client, request, target.threads)
+        target.update(request.client, request.concurrency)
+        if isinstance(request, VisitorsRequest):
+            outcome = run_visitors(target.client, request, target.threads)
+        else:
+            if target.logins_after is None or target.logins_after != request.after:
+                target.logins = LoginTracker()  # not the target's last poll's pairs: count no logins this time
+            outcome = run_poll(target.client, request, target.threads, target.logins)
+            if isinstance(outcome.result, Counts):
+                target.logins_after = request.poll
         replies_out.write(framed(outcome))
         replies_out.flush()
+
+
+def _client(options: ClientOptions) -> CmxClient:
+    return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
+                     verify=options.verify, max_retry_wait=options.max_retry_wait)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""The exporter's own HTTP side: the WSGI app and server, and the exporter-toolkit web config."""
+"""The exporter's own HTTP side: the asyncio server and its pages, basic auth, and the exporter-toolkit web config."""

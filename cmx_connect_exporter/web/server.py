@@ -1,38 +1,62 @@
-"""The HTTP side: ``/metrics``, ``/probe?target=<name>``, a landing page at ``/`` and ``/healthz``.
+"""The HTTP side: ``/metrics``, ``/probe?target=<name>``, a landing page at ``/`` and ``/healthz``, on one
+asyncio event loop.
 
-A plain WSGI app on wsgiref's threading server, the same stack prometheus_client
-uses, so that ``/`` and ``/healthz`` can sit beside ``/metrics``.
+Hostile clients cost little and are dropped soon: a connection is a few kilobytes, never a thread;
+each request, TLS handshake included, must arrive whole within ``REQUEST_TIMEOUT``; at most
+``max_connections`` are held, and past that the one waiting longest for its request is dropped, so a
+scraper that sends its request at once always finds room. A TLS handshake runs on the loop, for
+each connection with the context in force when it arrived, so a renewed certificate is served from
+the next connection. wsgiref, cheroot and uvicorn were measured and read first: see the README's
+Failure behaviour for why none of them holds these bounds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
+import resource
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.exposition import ThreadingWSGIServer
 
 from cmx_connect_exporter.config.targets import Target
 from cmx_connect_exporter.exposition.snapshot import Snapshot, Store
 from cmx_connect_exporter.outcome import REASON_TEXT
+from cmx_connect_exporter.web.auth import AuthGate, Verdict
+from cmx_connect_exporter.web.webconfig import CHALLENGE, OPEN_PATHS, WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 
+REQUEST_TIMEOUT = 5.0  # from connect (or the last answer) to the end of a request's headers, TLS handshake included
+WRITE_TIMEOUT = 5.0  # for a client to take an answer
+MAX_HEAD_BYTES = 16384  # request line and headers
+MAX_CONNECTIONS = 1000  # held at once, and no more than the fd limit leaves room for
+FD_RESERVE = 32  # file descriptors kept for everything but connections: the worker's pipes, logs, imports
+BACKLOG = 128  # a burst of scrapers must not overflow the accept queue: each dropped SYN costs a 1 s retransmit
+OUT_OF_FDS_LOG_EVERY = 60.0
+
 # What a logged request line may not hold raw: control characters could end the log line early, forging
-# the next one, or drive the terminal of whoever reads the log. http.server decodes the request line as
-# Latin-1, so nothing above U+00FF comes; the backslash is escaped too, so an escape cannot be faked.
+# the next one, or drive the terminal of whoever reads the log. The request line is decoded as Latin-1,
+# so nothing above U+00FF comes; the backslash is escaped too, so an escape cannot be faked.
 _ESCAPES = str.maketrans({c: f"\\x{c:02x}" for c in range(0x100) if not chr(c).isprintable()} | {ord("\\"): "\\\\"})
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: str
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Targets(Protocol):
@@ -45,63 +69,44 @@ class Targets(Protocol):
     def polled_here(self, name: str) -> bool | None: ...
 
 
-def make_app(store: Store, targets: Targets, healthy: Callable[[], bool], probed_mode: bool = False) -> WSGIApp:
+App = Callable[[str, str], Response]  # the path and the query of a GET or HEAD
+
+
+def make_app(store: Store, targets: Targets, healthy: Callable[[], bool], probed_mode: bool = False) -> App:
     """In probed mode ``/metrics`` serves only the process-wide series: each target's come from ``/probe`` of
     the one replica that polls it, and a target polled elsewhere would show here as never polled."""
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return _reply(start_response, "405 Method Not Allowed", b"only GET\n", extra=[("Allow", "GET, HEAD")])
+    def app(path: str, query: str) -> Response:
         if path == "/metrics":
-            return _reply(start_response, "200 OK", store.exposition(targets=not probed_mode), CONTENT_TYPE_LATEST)
+            return Response("200 OK", store.exposition(targets=not probed_mode), CONTENT_TYPE_LATEST)
         if path == "/probe":
-            return _probe(start_response, environ.get("QUERY_STRING", ""), store, targets)
+            return _probe(query, store, targets)
         if path == "/healthz":
             ok = healthy()
-            return _reply(start_response, "200 OK" if ok else "503 Service Unavailable",
-                          b"ok\n" if ok else b"scheduler stopped\n")
+            return Response("200 OK", b"ok\n") if ok else Response("503 Service Unavailable", b"scheduler stopped\n")
         if path == "/":
-            return _reply(start_response, "200 OK", landing_page(store, targets).encode(), "text/html; charset=utf-8")
-        return _reply(start_response, "404 Not Found", b"not found; try /metrics\n")
+            return Response("200 OK", landing_page(store, targets).encode(), "text/html; charset=utf-8")
+        return Response("404 Not Found", b"not found; try /metrics\n")
 
     return app
 
 
-def _probe(start_response: StartResponse, query: str, store: Store, targets: Targets) -> list[bytes]:
+def _probe(query: str, store: Store, targets: Targets) -> Response:
     """One configured target's series, by name only: a URL or credentials in the query are refused, as
     blackbox_exporter does, so a scrape config can never point the exporter at a host of its choosing."""
     params = parse_qs(query, keep_blank_values=True)
     names = params.get("target", [])
     if set(params) != {"target"} or len(names) != 1:
-        return _reply(start_response, "400 Bad Request",
-                      b"give exactly one parameter, target=<name> of a configured target; URLs and credentials "
-                      b"are never taken from the query, only from the targets file\n")
+        return Response("400 Bad Request",
+                        b"give exactly one parameter, target=<name> of a configured target; URLs and credentials "
+                        b"are never taken from the query, only from the targets file\n")
     name = names[0]
     state = store.get(name)
     if state is None or not targets.probed(name):
         shown = name[:64].translate(_ESCAPES)
-        return _reply(start_response, "404 Not Found",
-                      f"no target named {shown!r} is configured; the targets are listed at /\n".encode())
-    return _reply(start_response, "200 OK", state.exposition(), CONTENT_TYPE_LATEST)
-
-
-def _reply(start_response: StartResponse, status: str, body: bytes,
-           content_type: str = "text/plain; charset=utf-8", extra: list[tuple[str, str]] | None = None) -> list[bytes]:
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *(extra or [])]
-    start_response(status, headers)
-    return [body]
-
-
-def _without_body_for_head(app: WSGIApp) -> WSGIApp:
-    """wsgiref sends whatever the app returns, also for HEAD, where a body would be read as the start of the
-    next response; the app still runs, so the headers, Content-Length included, are those of GET."""
-
-    def app_for_head(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        body = app(environ, start_response)
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else body
-
-    return app_for_head
+        return Response("404 Not Found",
+                        f"no target named {shown!r} is configured; the targets are listed at /\n".encode())
+    return Response("200 OK", state.exposition(), CONTENT_TYPE_LATEST)
 
 
 def landing_page(store: Store, targets: Targets) -> str:
@@ -139,46 +144,210 @@ def _time(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds") if timestamp else "never"
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Access lines go to the debug log instead of stderr; a TLS handshake happens here, in the
-    connection's own thread, so a slow or broken client holds up no one else."""
-
-    timeout = 30  # a client that stalls is dropped, and its thread with it
-
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Escaped like http.server's own (which this replaces, and which Python 3.11.0 does not escape),
-        and every other non-printable character too."""
-        log.debug("%s %s", self.address_string(), (format % args).translate(_ESCAPES))
+_METHOD_NOT_ALLOWED = Response("405 Method Not Allowed", b"only GET\n", headers=(("Allow", "GET, HEAD"),))
+_BAD_REQUEST = Response("400 Bad Request", b"bad request\n")
+_UNAUTHORIZED = Response("401 Unauthorized", b"401 Unauthorized: this exporter needs basic auth credentials\n",
+                         headers=(("WWW-Authenticate", CHALLENGE),))
+_BUSY = Response("429 Too Many Requests", b"too many authentication attempts; try again later\n",
+                 headers=(("Retry-After", "1"),))
 
 
-class _Server(ThreadingWSGIServer):
-    """prometheus_client's threading WSGI server, with TLS on each accepted connection when asked."""
+class _Request:
+    """A request line and its headers, as far as a server of GET and HEAD needs them."""
 
-    ssl_context: ssl.SSLContext | None = None
+    def __init__(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        self.line = lines[0]
+        parts = self.line.split(" ")
+        self.valid = len(parts) == 3 and parts[2] in ("HTTP/1.0", "HTTP/1.1")
+        self.method, target = (parts[0], parts[1]) if self.valid else ("", "")
+        self.path, _, self.query = target.partition("?")
+        self.headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                self.valid = False
+                break
+            self.headers[name.lower()] = value.strip()
+        connection = self.headers.get("connection", "").lower()
+        has_body = self.headers.get("content-length", "0") != "0" or "transfer-encoding" in self.headers
+        # a body is never read, so a request that has one ends its connection
+        self.keep_alive = self.valid and not has_body and (
+            connection == "keep-alive" if parts[2:] == ["HTTP/1.0"] else connection != "close")
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up or fails its handshake is routine: no traceback on stderr."""
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+class HttpServer:
+    """The event loop in its own thread, and what it serves; ``reload`` swaps TLS and users while it runs."""
 
+    def __init__(self, app: App, web: WebConfig) -> None:
+        self._app = app
+        self.web = web
+        self._tls = web.ssl_context
+        self._gate = AuthGate(web.users) if web.users else None
+        self._next_gate = self._gate  # the one the last reload chose, which the loop may not have taken yet
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max(4, min(MAX_CONNECTIONS, limit - FD_RESERVE))
+        self._open = 0
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # connections waiting for a request, oldest first
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_error)
+        self._last_out_of_fds = -OUT_OF_FDS_LOG_EVERY
+        self._sock: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
 
-def serve(app: WSGIApp, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> WSGIServer:
-    """Bind (IPv4 or IPv6, by the address given) and serve, over TLS with ``ssl_context``, in a daemon thread."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    # A deep accept queue: with the default of 5, a burst of scrapers overflows it, and each
-    # dropped SYN costs the scraper a one-second retransmit.
-    server_class = type("Server", (_Server,), {"address_family": family, "ssl_context": ssl_context,
-                                               "request_queue_size": 128})
-    server = make_server(host, port, _without_body_for_head(app), server_class, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    return server
+    def bind(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` now, so that a bad address stops the start. Raises OSError."""
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self._sock = sock
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        ready = threading.Event()
+
+        async def open_server() -> None:
+            self._server = await asyncio.start_server(self._connection, sock=self._sock, limit=MAX_HEAD_BYTES,
+                                                      backlog=BACKLOG)
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.create_task(open_server())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="http", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def reload(self, path: Path) -> bool:
+        """Read the web config file again and serve new connections with it, if it changed; thread-safe.
+        Raises WebConfigError, and then what was in force stays."""
+        web = load_web_config(path)
+        if web.digest == self.web.digest:
+            return False
+        # a gate costs a bcrypt hash to make: made here, not on the loop; the same users keep theirs, and what passed
+        if dict(web.users) != dict(self.web.users):
+            self._next_gate = AuthGate(web.users) if web.users else None
+        self.web = web
+        self._loop.call_soon_threadsafe(self._apply, web.ssl_context, self._next_gate)
+        return True
+
+    def _apply(self, tls: ssl.SSLContext | None, gate: AuthGate | None) -> None:
+        self._tls = tls
+        if self._gate is not None and self._gate is not gate:
+            self._gate.close()
+        self._gate = gate
+
+    def stop(self) -> None:
+        """Close the listening socket and every connection, and end the loop's thread."""
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._gate is not None:
+                self._gate.close()
+
+        if self._thread is not None and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self._open += 1
+        try:
+            if self._open > self.max_connections and not self._make_room():
+                writer.transport.abort()  # every other connection is being answered: refused at once
+                return
+            await self._serve(reader, writer, peer[0])
+        except (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError) as exc:
+            # a client that hangs up, stalls, fails its handshake or sends too much: routine, never a traceback
+            log.debug("connection from %s dropped: %s", peer[0], type(exc).__name__)
+        except Exception as exc:  # the server's own failure: one line, and the other connections go on
+            log.error("HTTP connection from %s failed: unexpected %s; please report it", peer[0], type(exc).__name__)
+        finally:
+            self._open -= 1
+            self._waiting.pop(writer, None)
+            writer.transport.abort()
+
+    def _make_room(self) -> bool:
+        """Drop the connection that has waited longest for its request, if one is waiting."""
+        for writer in self._waiting:
+            del self._waiting[writer]
+            writer.transport.abort()
+            return True
+        return False
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+        tls = self._tls  # what is in force as the connection starts serves it to its end
+        while True:
+            self._waiting[writer] = None
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                if tls is not None:
+                    await writer.start_tls(tls)
+                    tls = None
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        raise
+                    return  # the client closed between requests
+            del self._waiting[writer]
+            request = _Request(head[:-4])
+            response = await self._answer(request, address)
+            log.debug('%s "%s" %s', address, request.line.translate(_ESCAPES), response.status.partition(" ")[0])
+            headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
+                       *response.headers]
+            if not request.keep_alive:
+                headers.append(("Connection", "close"))
+            head_out = "".join(f"{name}: {value}\r\n" for name, value in headers)
+            writer.write(f"HTTP/1.1 {response.status}\r\n{head_out}\r\n".encode("latin-1"))
+            if request.method != "HEAD":
+                writer.write(response.body)
+            writer.transport.set_write_buffer_limits(0)  # drain() waits for all of it, so a slow reader is timed
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
+            if not request.keep_alive:
+                return
+
+    async def _answer(self, request: _Request, address: str) -> Response:
+        if not request.valid:
+            return _BAD_REQUEST
+        if request.method not in ("GET", "HEAD"):
+            return _METHOD_NOT_ALLOWED
+        if self._gate is not None and request.path not in OPEN_PATHS:
+            verdict = await self._gate.verdict(request.headers.get("authorization"), address)
+            if verdict is not Verdict.PASS:
+                return _UNAUTHORIZED if verdict is Verdict.FAIL else _BUSY
+        return self._app(request.path, request.query)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's own reports: out of file descriptors once a minute at most (it waits a second before
+        accepting again, so there is no busy loop), anything else a client caused at debug level."""
+        if context.get("message", "").startswith("socket.accept() out of system resource"):
+            now = time.monotonic()
+            if now - self._last_out_of_fds >= OUT_OF_FDS_LOG_EVERY:
+                self._last_out_of_fds = now
+                exc = context.get("exception")
+                log.warning("cannot accept connections: %s; retrying every second (logged once a minute)",
+                            getattr(exc, "strerror", None) or "out of file descriptors")
+            return
+        log.debug("HTTP server: %s (%s)", context.get("message"), type(context.get("exception")).__name__)

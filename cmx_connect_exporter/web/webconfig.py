@@ -25,13 +25,10 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # annotations only: the settings import this module, and need not load the server
-    from cmx_connect_exporter.web.server import StartResponse, WSGIApp
+from typing import Any
 
 OPEN_PATHS = frozenset({"/healthz"})
 CHALLENGE = 'Basic realm="cmx-connect-exporter", charset="UTF-8"'
@@ -54,14 +51,12 @@ class WebConfig:
 
     ssl_context: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
+    files: tuple[Path, ...] = ()  # the file itself, and the certificate and key it names: what a reload watches
+    digest: bytes = b""  # of those files' contents, as read: a reload that finds the same changes nothing
 
     @property
     def scheme(self) -> str:
         return "https" if self.ssl_context else "http"
-
-    def protect(self, app: WSGIApp) -> WSGIApp:
-        """``app`` behind basic auth when the file names users; ``/healthz`` stays open."""
-        return BasicAuth(self.users).wrap(app) if self.users else app
 
 
 def load_web_config(path: Path | None) -> WebConfig:
@@ -82,8 +77,17 @@ def load_web_config(path: Path | None) -> WebConfig:
         mark = getattr(exc, "problem_mark", None)
         raise WebConfigError("is not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
     data = _mapping(data, "the file", SECTIONS)
-    return WebConfig(ssl_context=_tls(data.get("tls_server_config"), path.parent),
-                     users=_users(data.get("basic_auth_users")))
+    tls = data.get("tls_server_config")
+    context = _tls(tls, path.parent)
+    files = (path, *(path.parent / tls[key] for key in ("cert_file", "key_file") if context))
+    digest = hashlib.sha256()
+    for file in files:
+        try:
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+        except OSError as exc:  # gone since OpenSSL read it: the next look reloads again
+            raise WebConfigError(f"cannot read {file.name} ({exc.strerror})") from None
+    return WebConfig(ssl_context=context, users=_users(data.get("basic_auth_users")), files=files,
+                     digest=digest.digest())
 
 
 def _mapping(value: Any, where: str, known: tuple[str, ...] | None = None) -> dict[Any, Any]:
@@ -153,12 +157,15 @@ class BasicAuth:
         self._lock = threading.Lock()
 
     def check(self, header: str | None) -> bool:
-        presented = _credentials(header)
-        if presented is None:
-            return False
-        token = hmac.new(self._key, presented, hashlib.sha256).digest()
-        if token in self._passed:
-            return True
+        presented = credentials(header)
+        return presented is not None and (self.remembered(presented) or self.verify(presented))
+
+    def remembered(self, presented: bytes) -> bool:
+        """Whether these ``user:password`` bytes passed before: a keyed hash, no bcrypt."""
+        return hmac.new(self._key, presented, hashlib.sha256).digest() in self._passed
+
+    def verify(self, presented: bytes) -> bool:
+        """The bcrypt check, slow by design; a success is remembered."""
         user, _, password = presented.partition(b":")
         try:
             hashed = self._users.get(user.decode())
@@ -169,22 +176,11 @@ class BasicAuth:
             with self._lock:
                 if len(self._passed) >= _REMEMBERED:
                     self._passed.clear()
-                self._passed.add(token)
+                self._passed.add(hmac.new(self._key, presented, hashlib.sha256).digest())
         return ok
 
-    def wrap(self, app: WSGIApp) -> WSGIApp:
-        def protected(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") in OPEN_PATHS or self.check(environ.get("HTTP_AUTHORIZATION")):
-                return app(environ, start_response)
-            body = b"401 Unauthorized: this exporter needs basic auth credentials\n"
-            start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
-                                                ("Content-Length", str(len(body))), ("WWW-Authenticate", CHALLENGE)])
-            return [body]
 
-        return protected
-
-
-def _credentials(header: str | None) -> bytes | None:
+def credentials(header: str | None) -> bytes | None:
     """``user:password`` as sent in a Basic Authorization header, or None when there is none."""
     scheme, _, encoded = (header or "").partition(" ")
     if scheme.lower() != "basic":

@@ -110,11 +110,14 @@ def build_image() -> Built:
 
     pip in the build reaches the package index as the host does: through the host's network, trusting
     the host's CAs (this machine's egress proxy has its own), mounted for the build only, so the image
-    holds Debian's own bundle. Debian's pip reads the system bundle, not certifi's."""
+    holds Debian's own bundle. Debian's pip reads the system bundle, not certifi's. Layers are never
+    reused (--no-cache): buildah's cache key for the last stage's RUN does not cover the wheels it
+    bind-mounts from the build stage, so a kept layer would hold an older checkout's code."""
     base, base_seconds = base_image()
     with _exclusive():
         started = time.monotonic()
-        podman("build", "--format", "docker", "--network", "host", *ULIMITS, "--volume", f"{HOST_CAS}:{HOST_CAS}:ro",
+        podman("build", "--no-cache", "--format", "docker", "--network", "host", *ULIMITS,
+               "--volume", f"{HOST_CAS}:{HOST_CAS}:ro",
                "--build-arg", f"PYTHON_IMAGE={base}", "--file", str(ROOT / "Dockerfile"), "--tag", IMAGE, str(ROOT),
                timeout=900)
         seconds = time.monotonic() - started

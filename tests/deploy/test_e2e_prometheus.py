@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from cmx_connect_exporter.counting.dimensions import SITE
+from cmx_simulator.vocabulary import SITES
+
 from . import dashboard as board
 from .dockerfile import healthcheck_command
 from .support import DEPLOY, ROOT, load_yaml, require_tool
@@ -119,7 +122,7 @@ def stack(tmp_path_factory):
          lambda: port_open(simulator_port)),
         ("exporter", [sys.executable, "-m", "cmx_connect_exporter", "--url", f"http://127.0.0.1:{simulator_port}",
                       "--username", "demo", "--password", "demo", "--listen-address", exporter_address,
-                      "--poll-interval", "1"],
+                      "--poll-interval", "1", "--visitors-today"],
          lambda: http_ok(f"http://{exporter_address}/healthz")),
         ("prometheus", [prometheus, f"--config.file={workdir / 'prometheus.yml'}",
                         f"--storage.tsdb.path={workdir / 'data'}",
@@ -160,6 +163,7 @@ def grafana_values(stack, selected):
         "job": escaped(stack.job) if selected else ".*",
         "instance": escaped(stack.instance) if selected else ".*",
         "cmx": escaped(stack.cmx) if selected else ".*",
+        SITE.label: escaped(next(iter(SITES))) if selected else ".*",  # the simulator's largest site
         "__interval": f"{interval}s",
         "__interval_ms": str(interval * 1000),
         "__rate_interval": f"{max(interval + scrape, 4 * scrape)}s",

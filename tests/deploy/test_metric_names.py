@@ -4,7 +4,16 @@ import re
 
 import pytest
 
-from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
+from cmx_connect_exporter.counting.dimensions import (
+    ACTIVE_SESSIONS,
+    BYTES,
+    DIMENSIONS,
+    DWELL,
+    LOGINS,
+    UNREADABLE_LOGIN_TIME,
+    VISITORS_TODAY,
+    VISITORS_TODAY_BY_VISIT,
+)
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
     LAST_SUCCESS,
@@ -30,10 +39,22 @@ CONTRACT = {
     "cmx_connect_poll_requests",
     "cmx_connect_poll_errors_total",
     "cmx_connect_exporter_build_info",
+    # issue 11
+    "cmx_connect_active_sessions_by_site",
+    "cmx_connect_active_sessions_by_portal",
+    "cmx_connect_active_sessions_by_portal_type",
+    "cmx_connect_active_sessions_by_visit",
+    "cmx_connect_active_session_duration_seconds_bucket",
+    "cmx_connect_active_session_bytes",
+    "cmx_connect_logins_total",
+    "cmx_connect_visitors_today",
+    "cmx_connect_visitors_today_by_visit",
 }
 # What the exporter serves, read from where it is defined: a new dimension's metric is served too.
 SERVED = {ACTIVE_SESSIONS, *(dimension.metric for dimension in DIMENSIONS), UP.name, LAST_SUCCESS.name,
-          POLL_DURATION.name, POLL_REQUESTS.name, f"{POLL_ERRORS.name}_total", BUILD_INFO.name}
+          POLL_DURATION.name, POLL_REQUESTS.name, f"{POLL_ERRORS.name}_total", BUILD_INFO.name,
+          *(f"{DWELL.metric}_{series}" for series in ("bucket", "sum", "count")), BYTES.metric,
+          UNREADABLE_LOGIN_TIME.metric, f"{LOGINS.metric}_total", VISITORS_TODAY.metric, VISITORS_TODAY_BY_VISIT.metric}
 # Prometheus's own per-target series, which the exporter-down alert needs.
 FROM_PROMETHEUS = {"up"}
 

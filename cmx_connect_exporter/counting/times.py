@@ -1,0 +1,83 @@
+"""Times in CMX records, read tolerantly: the format real servers send is not documented.
+
+Accepted: epoch seconds or milliseconds, as numbers or numeric text (a value above 10**11 is taken
+as milliseconds: as seconds it would lie past the year 5000); ISO 8601 with an offset; and local
+times without one, ``YYYY-MM-DD HH:MM:SS[.fff]`` or ISO 8601 without an offset, read in CMX's time
+zone from the envelope's ``timeZoneOffset``. Anything else, zero or negative, is unreadable (None):
+never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+_MS_ABOVE = 10**11
+_EPOCH = datetime(1970, 1, 1)
+_fromisoformat = datetime.fromisoformat
+_NUMBER = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,9})?")
+_MAX_TEXT = 40  # longer is no time; fromisoformat is never handed a huge string
+# timeZoneOffset's unit: the reference says milliseconds. A value beyond 14 hours in seconds is
+# milliseconds; one up to 14 hours in minutes is minutes; anything between, seconds.
+_MAX_OFFSET_S = 14 * 3600
+_MAX_OFFSET_MIN = 14 * 60
+DAY = 86400
+
+
+def offset_seconds(tz_offset: int | None) -> int | None:
+    """CMX's offset from UTC in seconds, from the envelope's timeZoneOffset, whatever its unit."""
+    if tz_offset is None:
+        return None
+    size = abs(tz_offset)
+    if size > _MAX_OFFSET_S:
+        seconds = round(tz_offset / 1000)
+    elif size <= _MAX_OFFSET_MIN:
+        seconds = tz_offset * 60
+    else:
+        seconds = tz_offset
+    return seconds if abs(seconds) <= _MAX_OFFSET_S else None
+
+
+def epoch_seconds(value: Any, offset_s: int | None) -> float | None:
+    """Epoch seconds of a record's time; None when it cannot be read, or a local time has no known zone.
+
+    Runs twice a record, so the likely forms come first and cost one call to the C parser.
+    """
+    if value.__class__ is str:
+        if len(value) > _MAX_TEXT:
+            return None
+        if value.isdigit() and value.isascii():
+            return _from_number(int(value))
+        try:
+            moment = _fromisoformat(value)
+        except ValueError:  # the rarer forms: white space around it, a number with a fraction
+            return _from_padded_text(value.strip(), offset_s)
+        if moment.tzinfo is not None:
+            return moment.timestamp()
+        return None if offset_s is None else (moment - _EPOCH).total_seconds() - offset_s
+    if value.__class__ is int or value.__class__ is float:
+        return _from_number(value)
+    return None  # null, bool, lists and objects
+
+
+def _from_number(number: float) -> float | None:
+    if not number > 0 or number == float("inf"):  # also NaN
+        return None
+    return number / 1000 if number > _MS_ABOVE else float(number)
+
+
+def _from_padded_text(text: str, offset_s: int | None) -> float | None:
+    if _NUMBER.fullmatch(text):
+        return _from_number(float(text))
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return epoch_seconds(text, offset_s)
+
+
+def local_day(epoch_s: float, offset_s: int) -> int:
+    """The day an instant falls on in CMX's local time, counted from 1970-01-01."""
+    return int((epoch_s + offset_s) // DAY)
+
