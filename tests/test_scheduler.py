@@ -191,3 +191,58 @@ def test_apply_keeps_unchanged_targets_and_restarts_changed_ones() -> None:
     assert store.get("same") is kept and len(slow.started["same"]) == 1, "unchanged: same state, same schedule"
     assert len(slow.started["changed"]) == 2 and len(slow.started["new"]) == 1
     assert store.get("gone") is None
+
+
+@responses.activate
+def test_each_poll_names_the_targets_last_completed_poll_for_its_logins() -> None:
+    """Whichever worker takes a poll, it learns which poll's logins to compare with: the last one that
+    completed, never a failed one; the first poll names none."""
+    sent: list[PollRequest] = []
+    client = make_client()
+
+    def recorded(request: PollRequest) -> PollOutcome:
+        sent.append(request)
+        return run_poll(client, request)
+
+    job = Poller(recorded, target(), TargetState("cmx.test", stale_after=600))
+    add_page(responses.mock, 0, 2, envelope([record()]))
+    job.run()
+    responses.mock.reset()
+    add_page(responses.mock, 0, 2, "CMX Error")
+    job.run()
+    responses.mock.reset()
+    add_page(responses.mock, 0, 2, envelope([record()]))
+    job.run()
+    first, failed, third = sent
+    assert first.after is None and first.expected_sessions == 0
+    assert failed.after == first.poll and failed.expected_sessions == 1
+    assert third.after == first.poll, "the failed poll completed nothing to compare with"
+    assert len({first.poll, failed.poll, third.poll}) == 3
+
+
+def test_a_rotated_password_keeps_the_targets_job_and_counts_and_reaches_its_next_poll() -> None:
+    """A reload that changes only credentials is no change of the target: it keeps its state and schedule."""
+    slow = SlowPoll({"venue": 0})
+    sent: list[PollRequest] = []
+
+    def recorded(request: PollRequest) -> PollOutcome:
+        sent.append(request)
+        return slow(request)
+
+    store = Store(version="t")
+    schedule = Schedule(recorded, store)
+    old = Target("venue", "https://venue", PollOptions(poll_interval=1), password="old-pw")
+    try:
+        assert schedule.apply([old])
+        until_started(slow, {"venue"})
+        kept = store.get("venue")
+        assert not schedule.apply([old]), "the same file again changes nothing"
+        assert schedule.apply([Target("venue", "https://venue", PollOptions(poll_interval=1), password="new-pw")])
+        deadline = time.monotonic() + 5
+        while len(sent) < 2:
+            assert time.monotonic() < deadline, "no poll after the reload"
+            time.sleep(0.05)
+    finally:
+        schedule.shutdown()
+    assert store.get("venue") is kept
+    assert [request.client.password for request in sent[:2]] == ["old-pw", "new-pw"]

@@ -58,6 +58,27 @@ targets:
     assert airport.options.stale_after_seconds == 90
 
 
+def test_the_venue_analytics_options_are_per_target(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+defaults:
+  visitors_today: true
+  split_by: site
+targets:
+  - name: stadium
+    url: https://stadium
+  - name: shop
+    url: https://shop
+    visitors_today: false
+    split_by: none
+    dimensions: visit,os
+""")
+    stadium, shop = load_targets(path)
+    assert (stadium.options.visitors_today, stadium.options.split_label, stadium.options.dimensions) == (
+        True, "site", "all")
+    assert (shop.options.visitors_today, shop.options.split_label, shop.options.dimension_labels) == (
+        False, None, ("os", "visit")), "in the catalogue's order"
+
+
 BAD = [
     ("targets: [{name: a, url: 'https://a'}, {name: a, url: 'https://b'}]", "'a'", "'name'"),
     ("targets: [{name: a, url: 'ftp://a'}]", "'a'", "'url'"),
@@ -72,6 +93,9 @@ BAD = [
     ("targets: [{name: a, url: 'https://a', password_file: /no/such/file}]", "'a'", "'password_file'"),
     ("targets: [{name: a, url: 'https://a', poll_interval: 60, stale_after: 10}]", "'a'", "'stale_after'"),
     ("defaults: {timeout: 0}\ntargets: [{name: a, url: 'https://a'}]", "'a'", "'timeout'"),
+    ("targets: [{name: a, url: 'https://a', dimensions: 'os,shoe_size'}]", "'a'", "'dimensions'"),
+    ("defaults: {split_by: floor}\ntargets: [{name: a, url: 'https://a'}]", "'a'", "'split_by'"),
+    ("targets: [{name: a, url: 'https://a', visitors_today: maybe}]", "'a'", "'visitors_today'"),
     ("targets: []", None, "'targets'"),
     ("target: []", None, "'target'"),
     ("targets: [a, b", None, None),
