@@ -15,6 +15,7 @@ from contextlib import ExitStack
 import pytest
 import yaml
 
+from cmx_connect_exporter.counting.dimensions import SITE
 from cmx_simulator import Simulator
 
 from . import dashboard as board
@@ -70,7 +71,7 @@ def sharded(tmp_path_factory):
         stack = Stack(f"http://127.0.0.1:{prometheus_port}", "cmx-connect-exporter", ".*", {})
         for replica, (host, port) in enumerate(zip(REPLICA_HOSTS, replica_ports, strict=True)):
             targets = {"defaults": {"username": "demo", "password_file": str(workdir / "password"),
-                                    "poll_interval": 1},
+                                    "poll_interval": 1, "visitors_today": True},
                        "targets": [{"name": name, "url": sim.url.replace("127.0.0.1", host)}
                                    for name, sim in simulators.items()]}
             path = workdir / f"targets-{replica}.yml"
@@ -114,7 +115,8 @@ def test_each_cmx_is_polled_by_exactly_one_replica(sharded):
 def test_every_dashboard_query_returns_data_for_every_cmx(sharded):
     stack, _ = sharded
     for name in NAMES:
-        values = {"job": ".*", "instance": ".*", "cmx": name, "__interval": "1s", "__interval_ms": "1000",
+        values = {"job": ".*", "instance": ".*", "cmx": name, SITE.label: ".*", "__interval": "1s",
+                  "__interval_ms": "1000",
                   "__rate_interval": "4s", "__range": "6h", "__range_s": str(6 * 3600)}
 
         def failing(values=values):
