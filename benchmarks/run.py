@@ -42,15 +42,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.cmx.client import CLIENTS_PATH as CLIENTS
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, AUTHTYPE, DEVICE, LANGUAGE, OS
-from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_REQUESTS
+from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_REQUESTS, TARGET_LABEL
 
 HERE = Path(__file__).resolve().parent
 AUTH = ("demo", "demo")
 FIELDS = tuple(dimension.keys[0] for dimension in (AUTHTYPE, OS, DEVICE, LANGUAGE))  # the floor's four, fixed
 SCRAPERS = 20
 SCRAPE_PAUSE = 0.05  # each scraper waits 0 to 2x this between scrapes, at random: 400 scrapes/s in all
-_LAST_SUCCESS = re.compile(rb"^" + LAST_SUCCESS.name.encode() + rb" (\S+)$", re.M)
-_DURATION = re.compile(rb"^" + POLL_DURATION.name.encode() + rb" (\S+)$", re.M)
+_LAST_SUCCESS = re.compile(rb"^" + LAST_SUCCESS.name.encode() + rb"(?:{[^}]*})? (\S+)$", re.M)
+_DURATION = re.compile(rb"^" + POLL_DURATION.name.encode() + rb"(?:{[^}]*})? (\S+)$", re.M)
 
 
 def free_port() -> int:
@@ -125,8 +125,9 @@ class ExporterRun:
         return statistics.median(self.polls) if self.polls else float("nan")
 
 
-async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
-    """20 scrapers, each timing whole responses (connect to last byte) and pausing between them.
+async def _scrape_loop(port: int, seconds: float, scrapers: int = SCRAPERS, pause: float = SCRAPE_PAUSE,
+                       ) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
+    """``scrapers`` scrapers, each timing whole responses (connect to last byte) and pausing between them.
 
     A pause rather than a closed loop: Prometheus scrapes on an interval, and a closed loop of
     20 clients measures the server's throughput, not the latency a scrape sees. The pause is
@@ -139,7 +140,7 @@ async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, flo
     request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
 
     async def scraper() -> None:
-        await asyncio.sleep(rng.uniform(0, SCRAPE_PAUSE))
+        await asyncio.sleep(rng.uniform(0, pause))
         while time.time() < end:
             started_wall, started = time.time(), time.perf_counter()
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -148,9 +149,9 @@ async def _scrape_loop(port: int, seconds: float) -> tuple[list[tuple[float, flo
             writer.close()
             samples.append((started_wall, time.perf_counter() - started))
             _windows(body, windows)
-            await asyncio.sleep(rng.uniform(0, 2 * SCRAPE_PAUSE))
+            await asyncio.sleep(rng.uniform(0, 2 * pause))
 
-    await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
+    await asyncio.gather(*(scraper() for _ in range(scrapers)))
     return samples, windows
 
 
@@ -185,7 +186,8 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int) -> 
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     families = list(text_string_to_metric_families(text))
-    run.counts = {s.name + json.dumps(s.labels, sort_keys=True): s.value
+    # the one target's counts, keyed without its cmx label
+    run.counts = {s.name + json.dumps({k: v for k, v in s.labels.items() if k != TARGET_LABEL}, sort_keys=True): s.value
                   for fam in families for s in fam.samples if s.name.startswith(ACTIVE_SESSIONS)}
     run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == POLL_REQUESTS.name))
     run.first_poll, *run.polls = [end - start for start, end in sorted(quiet)[:polls + 1]]

@@ -1,4 +1,5 @@
-"""The command line: settings in, logging set up, then poller and HTTP server until SIGTERM."""
+"""The command line: settings and targets in, logging set up, then poll workers, schedule and HTTP server
+until SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,19 +9,17 @@ import sys
 import threading
 from contextlib import ExitStack
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import NoReturn
 
-from apscheduler.schedulers.background import BackgroundScheduler
-
-from cmx_connect_exporter.credentials import ClientCredentials
+from cmx_connect_exporter.config.targets import Target, TargetsError
 from cmx_connect_exporter.exposition.processes import process_registry
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import Store
 from cmx_connect_exporter.logs import setup_logging
-from cmx_connect_exporter.outcome import QUERIES
-from cmx_connect_exporter.polling.handle import PollWorker
-from cmx_connect_exporter.polling.messages import ClientOptions, Hello
-from cmx_connect_exporter.polling.scheduler import Poller, start_scheduler
-from cmx_connect_exporter.reload import Reloader
+from cmx_connect_exporter.polling.messages import Hello
+from cmx_connect_exporter.polling.pool import WorkerPool
+from cmx_connect_exporter.polling.scheduler import Probes, Schedule
+from cmx_connect_exporter.reload import Reloader, ReloadError
 from cmx_connect_exporter.settings import Settings, SettingsError, load_settings
 from cmx_connect_exporter.web.server import HttpServer, make_app
 
@@ -39,63 +38,82 @@ def exporter_version() -> str:
         return "0+unknown"
 
 
-def run(settings: Settings, stop: threading.Event, password: str | None, reloader: Reloader) -> None:
+def run(settings: Settings, stop: threading.Event, targets: tuple[Target, ...], reloader: Reloader) -> None:
     """Serve until ``stop`` is set; ``reloader`` re-reads the files it watches."""
     with ExitStack() as cleanup:
-        state = State(settings.stale_after_seconds, exporter_version(),  # the worker's pid is read at each scrape
-                      live=process_registry(worker_pid=lambda: worker.pid),
-                      queries=QUERIES if settings.visitors_today else QUERIES[:1])
-        schedulers: list[BackgroundScheduler] = []  # the one started below
-        server = HttpServer(make_app(state, healthy=lambda: any(s.running for s in schedulers)), settings.web_config)
+        pool = WorkerPool(Hello(settings.log_level, settings.log_format), min(settings.poll_workers, len(targets)))
+        cleanup.callback(pool.close)  # a pool starts its workers at the first poll
+        store = Store(exporter_version(), live=process_registry(worker_pids=lambda: pool.pids))
+        schedule = Schedule(pool.poll, store, Probes() if settings.poll == "probed" else None)
+        cleanup.callback(schedule.shutdown)  # its jobs start with apply, below
+        server = HttpServer(make_app(store, schedule, healthy=lambda: schedule.running,
+                                     probed_mode=settings.poll == "probed"), settings.web_config)
         host, port = settings.listen
         try:  # first, so that an address in use stops the start before anything else is begun
             server.bind(host, port)
         except OSError as exc:  # taken, not ours, or a name that does not resolve
             _usage_error(f"invalid setting CMX_LISTEN_ADDRESS (--listen-address): cannot listen on "
                          f"{settings.listen_address} ({exc.strerror})")
-        url, username = settings.url, settings.username
-        if settings.demo:
+        demo = settings.demo and settings.targets_file is None
+        if demo:
             from cmx_simulator import Simulator
 
             username, password = DEMO_CREDENTIALS
             simulator = Simulator(username=username, password=password, churn=DEMO_CHURN).start()
             cleanup.callback(simulator.stop)
-            url = simulator.url
-            log.info("demo mode: polling the built-in CMX simulator at %s", url)
-        if settings.insecure_skip_verify:
-            log.warning("TLS certificate verification is off (CMX_INSECURE_SKIP_VERIFY); "
-                        "prefer CMX_CA_BUNDLE")
-        verify: bool | str = (False if settings.insecure_skip_verify
-                              else str(settings.ca_bundle) if settings.ca_bundle else True)
-        assert url is not None  # the settings model requires it outside demo mode
-        client = ClientOptions(url=url, username=username, password=password, timeout=settings.timeout,
-                               verify=verify, max_retry_wait=min(30.0, settings.poll_interval / 2))
-        worker = PollWorker(Hello(client, settings.log_level, settings.log_format))
-        cleanup.callback(worker.close)
-        _watch_files(reloader, settings, server, ClientCredentials(settings, client, worker.set_client))
-
-        scheduler = start_scheduler(Poller(worker.poll, settings, state), settings.poll_interval)
-        schedulers.append(scheduler)
-        cleanup.callback(scheduler.shutdown, wait=False)
+            (demo_target,) = targets
+            targets = (Target(demo_target.name, simulator.url,
+                              demo_target.options.model_copy(update={"username": username}), password),)
+            log.info("demo mode: polling the built-in CMX simulator at %s", simulator.url)
+        for target in targets:
+            if target.options.insecure_skip_verify:
+                log.warning("TLS certificate verification is off for %s (insecure_skip_verify); "
+                            "prefer a CA bundle", target.name)
+        schedule.apply(targets)
+        if not demo:
+            _watch_files(reloader, settings, server, schedule, pool)
         server.start()
         cleanup.callback(server.stop)
         reloader.start()
         cleanup.callback(reloader.stop)
         web = settings.web_config
-        log.info("listening on %s://%s:%d/metrics%s, polling %s every %g s", web.scheme, host, server.port,
-                 " (basic auth; /healthz open)" if web.users else "", url, settings.poll_interval)
+        what = (f"{targets[0].url} every {targets[0].options.poll_interval:g} s" if len(targets) == 1
+                else f"{len(targets)} CMX servers")
+        log.info("listening on %s://%s:%d/metrics%s, polling %s%s", web.scheme, host, server.port,
+                 " (basic auth; /healthz open)" if web.users else "", what,
+                 " as Prometheus probes them (CMX_POLL=probed)" if settings.poll == "probed" else "")
         stop.wait()
         log.info("shutting down")
 
 
-def _watch_files(reloader: Reloader, settings: Settings, server: HttpServer, credentials: ClientCredentials) -> None:
-    """What SIGHUP and a changed file reload: the web config with its certificate, the password, the CA bundle."""
+def _watch_files(reloader: Reloader, settings: Settings, server: HttpServer, schedule: Schedule,
+                 pool: WorkerPool) -> None:
+    """What SIGHUP and a changed file reload: the web config with its certificate, and the targets with their
+    password files and CA bundles (the targets file, or the CMX_* settings' password file and CA bundle)."""
     if (web_config_file := settings.web_config_file) is not None:
         reloader.watch("CMX_WEB_CONFIG_FILE", lambda: server.web.files, lambda: server.reload(web_config_file))
-    if (password_file := settings.password_file) is not None and not settings.demo:
-        reloader.watch("CMX_PASSWORD_FILE", lambda: [password_file], credentials.reload_password)
+
+    def reload_targets() -> bool:
+        try:
+            targets = settings.targets()
+        except SettingsError as exc:  # "invalid setting CMX_PASSWORD_FILE (...): why": the watch names it
+            raise ReloadError(str(exc).partition(": ")[2]) from None
+        except TargetsError as exc:
+            raise ReloadError(str(exc)) from None
+        pool.resize(min(settings.poll_workers, len(targets)))
+        return schedule.apply(targets)
+
+    if (targets_file := settings.targets_file) is not None:
+        def files() -> list[Path]:  # the file, and those its targets name now
+            named = [p for t in schedule.targets() for p in (t.options.password_file, t.options.ca_bundle) if p]
+            return [targets_file, *dict.fromkeys(named)]
+
+        reloader.watch("CMX_TARGETS_FILE", files, reload_targets)
+        return
+    if (password_file := settings.password_file) is not None:
+        reloader.watch("CMX_PASSWORD_FILE", lambda: [password_file], reload_targets)
     if (ca_bundle := settings.ca_bundle) is not None:
-        reloader.watch("CMX_CA_BUNDLE", lambda: [ca_bundle], credentials.reload_ca_bundle)
+        reloader.watch("CMX_CA_BUNDLE", lambda: [ca_bundle], reload_targets)
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -107,8 +125,8 @@ def _usage_error(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
-        password = None if settings.demo else settings.read_password()  # a bad file fails now, with exit 2
-    except SettingsError as exc:
+        targets = settings.targets()  # a bad file fails now, with exit 2
+    except (SettingsError, TargetsError) as exc:
         _usage_error(str(exc))
     setup_logging(settings.log_level, settings.log_format)
     stop = threading.Event()
@@ -116,4 +134,4 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     reloader = Reloader()
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())  # reload, as Prometheus does; never an exit
-    run(settings, stop, password, reloader)
+    run(settings, stop, targets, reloader)

@@ -15,6 +15,16 @@ from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS
 # "internal" is the exporter's own failure (a bug, a poll worker that died), never CMX's.
 Reason = Literal["auth", "http", "timeout", "connection", "bad_response", "pagination", "internal"]
 REASONS: tuple[Reason, ...] = get_args(Reason)
+# Each reason in words, for people (the landing page): a 401 is refused credentials, not an unreachable CMX.
+REASON_TEXT: Mapping[Reason, str] = {
+    "auth": "CMX refused the credentials",
+    "http": "CMX answered with an HTTP error",
+    "timeout": "CMX did not answer in time",
+    "connection": "CMX not reachable",
+    "bad_response": "CMX sent an answer that is not valid",
+    "pagination": "CMX paged inconsistently",
+    "internal": "the exporter failed (please report it)",
+}
 # Which query of CMX failed: the active sessions, or the opt-in visitors of the day (CMX_VISITORS_TODAY).
 Query = Literal["active", "visitors_today"]
 QUERIES: tuple[Query, ...] = get_args(Query)

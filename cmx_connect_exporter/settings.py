@@ -7,29 +7,40 @@ environment and the flags can never disagree about what is valid.
 from __future__ import annotations
 
 import argparse
-import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
-from urllib.parse import urlsplit
 
 from annotated_types import Ge, Gt, Le
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cmx_connect_exporter.counting.dimensions import LABELS, SPLITS
+from cmx_connect_exporter.config.targets import (
+    MIN_POLL_TIMEOUT,
+    FieldError,
+    PollOptions,
+    Target,
+    ca_digest,
+    check_name,
+    check_url,
+    default_name,
+    load_targets,
+    options_of,
+    read_password,
+    readable_file,
+)
 from cmx_connect_exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 ENV_PREFIX = "CMX_"
 DEFAULT_PORT = 10180
-MIN_POLL_TIMEOUT = 30.0
 # Defaults computed from other settings, as --help shows them.
 DERIVED_DEFAULTS = {
     "stale_after": "3 x poll interval",
     "poll_timeout": f"the poll interval, but at least 3 x timeout and {MIN_POLL_TIMEOUT:g} s",
+    "name": "the URL's host, or demo in demo mode",
 }
 # Rules across fields, as --help and the README's table say them; the model's validator enforces them.
-REQUIRED = {"url": "required, except with --demo"}
+REQUIRED = {"url": "required, except with --demo or a targets file"}
 RELATIONS = {"stale_after": "at least CMX_POLL_INTERVAL", "poll_timeout": "longer than CMX_TIMEOUT"}
 
 
@@ -48,65 +59,30 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def readable_file(path: Path) -> bytes:
-    """The file's bytes; a ValueError that says why not, such as a folder the user may not enter."""
-    try:
-        if not path.is_file():
-            raise ValueError("is not a readable file")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read it ({exc.strerror})") from None
+class Settings(PollOptions, BaseSettings):
+    """Everything the exporter can be told. Field descriptions double as ``--help`` text.
 
-
-def check_ca_bundle(path: Path) -> bytes:
-    """The bundle's bytes, once OpenSSL has read certificates from them. Raises ValueError."""
-    data = readable_file(path)
-    try:
-        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii", "replace"))
-    except (ssl.SSLError, ValueError):
-        raise ValueError("holds no PEM certificate that OpenSSL can read") from None
-    return data
-
-
-class Settings(BaseSettings):
-    """Everything the exporter can be told. Field descriptions double as ``--help`` text."""
+    The per-target options come from PollOptions: in single-target mode they describe the one CMX, and with a
+    targets file they are ignored there (the file has its own ``defaults:``).
+    """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True,
                                       allow_inf_nan=False)
 
     url: str | None = Field(None, description="base URL of the CMX server, such as https://cmx.example.net")
-    username: str | None = Field(None, description="CMX API user (HTTP Basic)")
     password: SecretStr | None = Field(None, description="CMX API password (prefer CMX_PASSWORD_FILE)")
-    password_file: Path | None = Field(None, description="file holding the password (Docker or Kubernetes secret)")
-    poll_interval: Annotated[float, Field(ge=1, description="seconds between polls")] = 60
-    page_size: Annotated[int, Field(ge=1, le=1000, description="records per page")] = 1000
-    timeout: Annotated[float, Field(gt=0, le=300, description="seconds allowed to connect, and again for the whole "
-                                                              "answer to one HTTP request")] = 10
-    poll_timeout: Annotated[
-        float | None,
-        Field(gt=0, description="seconds a whole poll may take; past it the poll fails as a timeout"),
-    ] = None
-    ca_bundle: Path | None = Field(None, description="CA file for a CMX with a private certificate")
-    insecure_skip_verify: bool = Field(False, description="turn certificate checks off (logs a warning)")
-    stale_after: Annotated[
-        float | None,
-        Field(gt=0, description="seconds after the last successful poll that its counts stay published"),
-    ] = None
-    max_label_values: Annotated[int, Field(ge=1, le=1000, description="distinct values kept per label")] = 50
-    concurrency: Annotated[int, Field(ge=1, le=8, description="pages fetched at once; raise with care")] = 1
-    max_pages: Annotated[int, Field(ge=1, description="hard cap on pages per poll")] = 5000
+    name: str | None = Field(None, description="the cmx label of the one CMX polled without a targets file")
+    targets_file: Path | None = Field(None, description="YAML file of the CMX servers to poll (see README, "
+                                                        "Many CMX servers); replaces the single-CMX settings")
+    poll: Literal["all", "probed"] = Field("all", description="poll every target (all), or only those Prometheus "
+                                                              "probes on this replica (probed; for sharding)")
+    poll_workers: Annotated[int, Field(ge=1, le=32, description="most poll worker processes, shared by the "
+                                                                "targets")] = 4
     listen_address: str = Field(f"0.0.0.0:{DEFAULT_PORT}", description="host:port of the HTTP server")
     web_config_file: Path | None = Field(None, description="exporter-toolkit web config file: TLS and basic auth "
                                                            "for the HTTP server (/healthz stays open)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="log format")
-    dimensions: str = Field("all", description="breakdowns of the active sessions to export, comma-separated: "
-                                               f"{','.join(LABELS)}; all or none")
-    split_by: str = Field("none", description="a label to put on every active-session family, so each "
-                                              f"{'/'.join(d.label for d in SPLITS)} has its own counts: "
-                                              f"none or {' or '.join(d.label for d in SPLITS)}")
-    visitors_today: bool = Field(False, description="after each poll, also count the sessions with a login since "
-                                                    "CMX's local midnight: a second paged query of CMX")
     demo: bool = Field(False, description="poll a built-in CMX simulator instead of a real server")
     _web_config: WebConfig = PrivateAttr()
 
@@ -115,39 +91,22 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("dimensions")
-    @classmethod
-    def _check_dimensions(cls, value: str) -> str:
-        text = value.strip().lower()
-        if text in ("all", "none"):
-            return text
-        names = [name.strip() for name in text.split(",") if name.strip()]
-        unknown = [name for name in names if name not in LABELS]
-        if unknown or not names:
-            raise ValueError(f"must be all, none, or names from {','.join(LABELS)}")
-        return ",".join(dict.fromkeys(names))
-
-    @field_validator("split_by")
-    @classmethod
-    def _check_split_by(cls, value: str) -> str:
-        text = value.strip().lower()
-        if text != "none" and text not in {d.label for d in SPLITS}:
-            raise ValueError(f"must be none or {' or '.join(d.label for d in SPLITS)}")
-        return text
-
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials; use CMX_USERNAME and CMX_PASSWORD_FILE")
-        if parts.query or parts.fragment:
-            raise ValueError("must be the server's base URL, without a query")
-        return value.strip().rstrip("/")
+        return None if value is None else check_url(value)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    @field_validator("targets_file")
+    @classmethod
+    def _targets_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            readable_file(value)
+        return value
 
     @field_validator("listen_address")
     @classmethod
@@ -155,57 +114,21 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
-    @field_validator("ca_bundle", "password_file")
-    @classmethod
-    def _readable_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None:  # a CA bundle must hold certificates too
-            (check_ca_bundle if info.field_name == "ca_bundle" else readable_file)(value)
-        return value
-
     @model_validator(mode="after")
     def _check_combination(self) -> Settings:
-        if self.url is None and not self.demo:
-            raise _FieldError("url", "is required (or run with --demo)")
+        if self.url is None and not self.demo and self.targets_file is None:
+            raise FieldError("url", "is required (or run with --demo, or give CMX_TARGETS_FILE)")
         if self.password is not None and self.password_file is not None:
-            raise _FieldError("password_file", "cannot be used together with CMX_PASSWORD")
-        if self.poll_timeout is not None and self.poll_timeout <= self.timeout:
-            raise _FieldError("poll_timeout", "must be longer than CMX_TIMEOUT, or no request could finish")
-        if self.stale_after is not None and self.stale_after < self.poll_interval:
-            raise _FieldError("stale_after", "must be at least CMX_POLL_INTERVAL, or counts would vanish between polls")
-        if self.insecure_skip_verify and self.ca_bundle is not None:
-            raise _FieldError("insecure_skip_verify", "cannot be used together with CMX_CA_BUNDLE")
+            raise FieldError("password_file", "cannot be used together with CMX_PASSWORD")
         try:  # read and checked here, once; the exporter uses what was read
             self._web_config = load_web_config(self.web_config_file)
         except WebConfigError as exc:
-            raise _FieldError("web_config_file", str(exc)) from None
+            raise FieldError("web_config_file", str(exc)) from None
         return self
 
     @property
     def web_config(self) -> WebConfig:
         return self._web_config
-
-    @property
-    def stale_after_seconds(self) -> float:
-        return self.stale_after if self.stale_after is not None else 3 * self.poll_interval
-
-    @property
-    def poll_timeout_seconds(self) -> float:
-        """By default a poll may take its interval, with room for one slow page's retries."""
-        if self.poll_timeout is not None:
-            return self.poll_timeout
-        return max(self.poll_interval, 3 * self.timeout, MIN_POLL_TIMEOUT)
-
-    @property
-    def dimension_labels(self) -> tuple[str, ...]:
-        """The breakdowns to count, in the catalogue's order."""
-        if self.dimensions == "all":
-            return LABELS
-        chosen = set(self.dimensions.split(",")) if self.dimensions != "none" else set()
-        return tuple(label for label in LABELS if label in chosen)
-
-    @property
-    def split_label(self) -> str | None:
-        return None if self.split_by == "none" else self.split_by
 
     @property
     def listen(self) -> tuple[str, int]:
@@ -215,20 +138,23 @@ class Settings(BaseSettings):
         """Read the secret late, so it lives in as few places as possible. Raises SettingsError."""
         if self.password_file is not None:
             try:
-                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise SettingsError(_name("password_file", f"cannot read it ({exc.strerror})")) from None
-            except UnicodeDecodeError:  # the message would quote the bytes around the bad one
-                raise SettingsError(_name("password_file", "is not UTF-8 text")) from None
+                return read_password(self.password_file)
+            except ValueError as exc:
+                raise SettingsError(_name("password_file", str(exc))) from None
         return self.password.get_secret_value() if self.password is not None else None
 
-
-class _FieldError(ValueError):
-    """A rule across fields, blamed on the one field the user should change."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+    def targets(self) -> tuple[Target, ...]:
+        """The CMX servers to poll: the targets file's, or the one these settings describe (without its URL in
+        demo mode, which the simulator gives). Raises SettingsError, or TargetsError for the file."""
+        if self.targets_file is not None:
+            return load_targets(self.targets_file)
+        password = None if self.demo else self.read_password()
+        options = options_of(self)
+        try:
+            digest = ca_digest(options)
+        except ValueError as exc:
+            raise SettingsError(_name("ca_bundle", str(exc))) from None
+        return (Target(self.name or default_name(self.url, self.demo), self.url or "", options, password, digest),)
 
 
 def env_name(field: str) -> str:
@@ -304,7 +230,7 @@ def _describe(exc: ValidationError) -> str:
     error = exc.errors(include_input=False)[0]
     field = str(error["loc"][0]) if error["loc"] else ""
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, _FieldError):
+    if isinstance(cause, FieldError):
         field, message = cause.field, str(cause)
     else:
         message = str(cause) if isinstance(cause, ValueError) else error["msg"]

@@ -18,6 +18,7 @@ import random
 import socket
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +74,8 @@ class Simulator:
         self.error_rate = error_rate
         self.churn = churn
         self.requests_served = 0
+        # Requests by their Host header: which of several names for this server a client used
+        self.requests_by_host: Counter[str] = Counter()
         self.fault_from_index = 0  # the fault hits clients requests from this index on: "page k of n"
         self._host, self._port = host, port
         self._certfile, self._keyfile = certfile, keyfile
@@ -146,6 +149,7 @@ class Simulator:
         """Answer one GET: count, delay, authenticate, churn, fail on purpose, then serve."""
         with self._lock:
             self.requests_served += 1
+            self.requests_by_host[h.headers.get("Host", "")] += 1
         parts = urlsplit(h.path)
         path = parts.path.rstrip("/")
         if path not in (CLIENTS_PATH, EXPORT_PATH):

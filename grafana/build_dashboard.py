@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from grafana_foundation_sdk.builders import bargauge, common, piechart, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, common, piechart, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders.dashboard import (
     AnnotationQuery,
     Dashboard,
@@ -46,6 +46,7 @@ from grafana_foundation_sdk.models.common import (
     VizOrientation,
 )
 from grafana_foundation_sdk.models.piechart import PieChartLegendValues, PieChartType
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from cmx_connect_exporter.counting.dimensions import (
     ACTIVE_SESSIONS,
@@ -68,14 +69,17 @@ from cmx_connect_exporter.outcome import REASONS
 OUTPUT = Path(__file__).parent / "dashboards" / "cmx-connect-exporter.json"
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
-SELECTOR = 'job=~"$job", instance=~"$instance"'
+TARGET = names.TARGET_LABEL
+SELECTOR = f'job=~"$job", instance=~"$instance", {TARGET}=~"${TARGET}"'
+# Series of one CMX: named by the CMX, as several CMX may sit behind one exporter instance.
+BY_CMX = "{{" + TARGET + "}}"
 
 # Matches CMXConnectCountsStale in deploy/prometheus/alerts.yml.
 STALE_AFTER_SECONDS = 300
 
-AnyPanel = TypeVar("AnyPanel", stat.Panel, timeseries.Panel, piechart.Panel, bargauge.Panel)
+AnyPanel = TypeVar("AnyPanel", stat.Panel, timeseries.Panel, piechart.Panel, bargauge.Panel, table.Panel)
 # A dashboard section: its row's title and its panels, laid out left to right by the SDK.
-Section = tuple[str, list[stat.Panel | timeseries.Panel | piechart.Panel | bargauge.Panel]]
+Section = tuple[str, list[stat.Panel | timeseries.Panel | piechart.Panel | bargauge.Panel | table.Panel]]
 
 
 def of(metric: str, *matchers: str) -> str:
@@ -112,7 +116,7 @@ def thresholds(*steps: tuple[float | None, str]) -> ThresholdsConfig:
             .steps([model.Threshold(value=value, color=color) for value, color in steps]))
 
 
-def stat_panel(title: str, description: str, unit: str, expr: str, legend: str = "{{instance}}", *,
+def stat_panel(title: str, description: str, unit: str, expr: str, legend: str = BY_CMX, *,
                size: tuple[int, int], steps: Sequence[tuple[float | None, str]] = ((None, "green"),),
                color_mode: BigValueColorMode = BigValueColorMode.VALUE,
                text_mode: BigValueTextMode = BigValueTextMode.AUTO) -> stat.Panel:
@@ -122,7 +126,7 @@ def stat_panel(title: str, description: str, unit: str, expr: str, legend: str =
             .text_mode(text_mode).justify_mode(BigValueJustifyMode.AUTO).orientation(VizOrientation.AUTO))
 
 
-def timeseries_panel(title: str, description: str, unit: str, expr: str, legend: str = "{{instance}}", *,
+def timeseries_panel(title: str, description: str, unit: str, expr: str, legend: str = BY_CMX, *,
                      size: tuple[int, int], stacked: bool = False, bars: bool = False) -> timeseries.Panel:
     stacking = common.StackingConfig().mode(StackingMode.NORMAL if stacked else StackingMode.NONE).group("A")
     legend_options = (common.VizLegendOptions().display_mode(LegendDisplayMode.LIST)
@@ -150,11 +154,40 @@ def bargauge_panel(title: str, description: str, unit: str, expr: str, legend: s
             .reduce_options(last_value()).orientation(VizOrientation.HORIZONTAL).min(0))
 
 
+# The overview table's columns: (header, unit, PromQL by CMX), one instant query each.
+OVERVIEW_COLUMNS = [
+    ("Polling", "none", f"max by ({TARGET}) ({of(names.UP.name)})"),
+    ("Active sessions", "short", f"sum by ({TARGET}) ({of(ACTIVE_SESSIONS)})"),
+    ("Age of last successful poll", "s", f"max by ({TARGET}) (time() - {of(names.LAST_SUCCESS.name)})"),
+    ("Poll duration", "s", f"max by ({TARGET}) ({of(names.POLL_DURATION.name)})"),
+    ("Failed polls in time range", "short",
+     f"sum by ({TARGET}) (increase({of(names.POLL_ERRORS.name + '_total')}[$__range]))"),
+]
+
+
+def overview_section() -> Section:
+    """One row per CMX: is it polled, how many guests, how fresh, how slow, how often failing."""
+    overview = (table.Panel().title("Every CMX").description(
+        "One row per CMX: whether its last poll completed (1), its active sessions, the age of its last "
+        "successful poll, how long that poll took, and its failed polls in the time range.")
+        .datasource(DATASOURCE).unit("short").span(24).height(8)
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(model.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "renameByName": {"cmx": "CMX", **{f"Value #{chr(ord('A') + n)}": header
+                                               for n, (header, _, _) in enumerate(OVERVIEW_COLUMNS)}},
+        })))
+    for n, (_, _, expr) in enumerate(OVERVIEW_COLUMNS):
+        overview = overview.with_target(prometheus.Dataquery().datasource(DATASOURCE).ref_id(chr(ord("A") + n))
+                                        .expr(expr).instant().format(PromQueryFormat.TABLE))
+    return ("Overview", [overview])
+
+
 def sessions_section() -> Section:
     return ("Active sessions", [
         stat_panel("Active sessions now", "Guest Wi-Fi sessions active in CMX Connect, from the last complete poll.",
                    "short", f"sum({of(ACTIVE_SESSIONS)})", "Active sessions", size=(6, 8)),
-        timeseries_panel("Active sessions over time", "Active sessions per exporter instance.", "short",
+        timeseries_panel("Active sessions over time", "Active sessions per CMX.", "short",
                          of(ACTIVE_SESSIONS), size=(18, 8)),
     ])
 
@@ -193,8 +226,8 @@ def venue_section() -> Section:
                    "above 0, CMX sends a time format the exporter does not know.", "short",
                    f"sum({of(UNREADABLE_LOGIN_TIME.metric)})", "Unreadable", size=(4, 8),
                    steps=[(None, "green"), (1, "orange")]),
-        timeseries_panel("Logins per hour", "Guest logins seen between polls, as an hourly rate.", "short",
-                         f"sum(rate({of(LOGINS.metric + '_total')}[$__rate_interval])) * 3600", "logins / h",
+        timeseries_panel("Logins per hour", "Guest logins seen between polls, as an hourly rate, per CMX.",
+                         "short", f"sum by ({TARGET}) (rate({of(LOGINS.metric + '_total')}[$__rate_interval])) * 3600",
                          size=(12, 8), bars=True),
         timeseries_panel("Data used by active guests", "Bytes over the active sessions: sent (bytesSent) and "
                          "received (bytesReceived), as CMX reports them.", "bytes",
@@ -227,7 +260,8 @@ def health_section() -> Section:
         stat_panel("Failed polls in time range", "Polls that failed, for any reason, in the dashboard's time range.",
                    "short", f"sum(increase({errors}[$__range]))", "Failed polls", size=(6, 5),
                    steps=[(None, "green"), (1, "red")]),
-        stat_panel("Exporter version", "Version of each exporter instance.", "none", of(names.BUILD_INFO.name),
+        stat_panel("Exporter version", "Version of each exporter instance.", "none",
+                   f'{names.BUILD_INFO.name}{{job=~"$job", instance=~"$instance"}}',
                    "{{instance}}: {{version}}", size=(6, 5), text_mode=BigValueTextMode.NAME),
         timeseries_panel("Poll duration", "How long the last complete poll of CMX Connect took.", "s",
                          of(names.POLL_DURATION.name), size=(8, 8)),
@@ -266,13 +300,16 @@ def build() -> model.Dashboard:
         .with_variable(query_variable("job", "Job", f"label_values({names.UP.name}, job)"))
         .with_variable(query_variable("instance", "Instance",
                                       f'label_values({names.UP.name}{{job=~"$job"}}, instance)'))
+        .with_variable(query_variable(TARGET, "CMX", f'label_values({names.UP.name}{{job=~"$job", '
+                                                     f'instance=~"$instance"}}, {TARGET})'))
     )
     for split in SPLITS:  # found on the breakdown, or on the total when the exporter splits by it
         board.with_variable(query_variable(split.label, split.title.capitalize(),
                                            f'label_values({{__name__=~"{split.metric}|{ACTIVE_SESSIONS}", '
                                            f'job=~"$job"}}, {split.label})'))
     ids = itertools.count(1)
-    for title, panels in [sessions_section(), *map(dimension_section, DIMENSIONS), venue_section(),
+    for title, panels in [overview_section(), sessions_section(), *map(dimension_section, DIMENSIONS),
+                          venue_section(),
                           health_section()]:
         board.with_row(Row(title).id(next(ids)))
         for item in panels:

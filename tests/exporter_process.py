@@ -18,7 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
-from cmx_connect_exporter.exposition.names import POLL_ERRORS, UP
+from cmx_connect_exporter.exposition.names import POLL_ERRORS, TARGET_LABEL, UP
 from cmx_simulator import ActiveCounts
 from tool_policy import require_tool
 
@@ -42,21 +42,22 @@ class ExporterProcess:
     """The real console script in a child process, talking to CMX over real HTTP.
 
     Its output is drained by a thread as it comes, so a chatty debug log can never fill the pipe and
-    stall the exporter, and tests can read the log while it runs. ``wrapper`` goes before the command
+    stall the exporter, and tests can read the log while it runs. ``command`` runs instead of
+    ``python -m cmx_connect_exporter``, such as the installed console script. ``wrapper`` goes before the command
     (such as ``unshare``, which execs it, so ``pid`` stays the exporter's). ``http`` is the session
     that scrapes: set its ``verify`` and ``auth`` for an exporter serving TLS or basic auth.
     """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, wrapper: Sequence[str] = (),
-                 scheme: str = "http") -> None:
+                 scheme: str = "http", command: str | None = None) -> None:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.http = requests.Session()
         self.http.trust_env = False  # else REQUESTS_CA_BUNDLE would override http.verify
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "cmx_connect_exporter", "--listen-address", f"127.0.0.1:{self.port}",
-             *args],
+            [*wrapper, *([command] if command else [sys.executable, "-m", "cmx_connect_exporter"]),
+             "--listen-address", f"127.0.0.1:{self.port}", *args],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._drain, name="exporter-output", daemon=True)
@@ -136,8 +137,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def session_counts(samples: Samples) -> ActiveCounts | None:
+def of_target(samples: Samples, cmx: str | None = None) -> Samples:
+    """One target's series, without their ``cmx`` label; with ``cmx`` None, the one target the scrape has."""
+    names = {dict(labels)[TARGET_LABEL] for _, labels in samples if TARGET_LABEL in dict(labels)}
+    if cmx is None:
+        assert len(names) <= 1, f"the scrape has several targets: {sorted(names)}"
+        cmx = next(iter(names), None)
+    return {(name, tuple(kv for kv in labels if kv[0] != TARGET_LABEL)): value
+            for (name, labels), value in samples.items() if dict(labels).get(TARGET_LABEL) == cmx}
+
+
+def session_counts(samples: Samples, cmx: str | None = None) -> ActiveCounts | None:
     """The session series of a scrape in the simulator's ground-truth shape; None when there are none."""
+    samples = of_target(samples, cmx)
     total = samples.get((ACTIVE_SESSIONS, ()))
     if total is None:
         return None
@@ -149,14 +161,14 @@ def session_counts(samples: Samples) -> ActiveCounts | None:
     return ActiveCounts(total=int(total), by_label=by_label)
 
 
-def poll_errors(samples: Samples, query: str = "active") -> dict[str, float]:
-    """``cmx_connect_poll_errors_total`` of one query, by reason."""
-    return {dict(labels)["reason"]: value for (name, labels), value in samples.items()
+def poll_errors(samples: Samples, cmx: str | None = None, query: str = "active") -> dict[str, float]:
+    """``cmx_connect_poll_errors_total`` of one target's query, by reason."""
+    return {dict(labels)["reason"]: value for (name, labels), value in of_target(samples, cmx).items()
             if name == f"{POLL_ERRORS.name}_total" and dict(labels)["query"] == query}
 
 
-def up(samples: Samples) -> bool:
-    return samples.get((UP.name, ()), 0) == 1
+def up(samples: Samples, cmx: str | None = None) -> bool:
+    return of_target(samples, cmx).get((UP.name, ()), 0) == 1
 
 
 def console_script() -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import requests
 
 from cmx_simulator import Simulator
-from exporter_process import ExporterProcess, parse_samples, poll_errors, proc_status, session_counts
+from exporter_process import ExporterProcess, of_target, parse_samples, poll_errors, proc_status, session_counts
 
 PASSWORD = "soak-canary-pw-2b7d"
 FAULTS = ("plain_text", "html", "truncated", "wrong_shape", "ignore_index", "too_many", "next_backwards", "hang",
@@ -197,7 +197,7 @@ def _clean(sim: Simulator, exporter: ExporterProcess, report: SoakReport, longes
     while checked < 2 and time.monotonic() < deadline and exporter.proc.poll() is None:
         time.sleep(0.1)
         try:
-            samples = parse_samples(exporter.metrics_text(timeout=ANSWER_LIMIT))
+            samples = of_target(parse_samples(exporter.metrics_text(timeout=ANSWER_LIMIT)))
         except requests.RequestException:
             continue  # the scrapers report unanswered scrapes
         finished = samples.get(("cmx_connect_last_success_timestamp_seconds", ()))

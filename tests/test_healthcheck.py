@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import Store
 from cmx_connect_exporter.healthcheck import healthz_url
+from cmx_connect_exporter.polling.scheduler import Schedule
 from cmx_connect_exporter.web.server import HttpServer, make_app
 from cmx_connect_exporter.web.webconfig import load_web_config
 
@@ -38,13 +39,16 @@ def exporter(request: pytest.FixtureRequest, tls_config: Path) -> Iterator[dict[
     """A live HTTP server of the exporter, and the environment the container would give it."""
     env = {"CMX_WEB_CONFIG_FILE": str(tls_config)} if request.param else {}
     web = load_web_config(tls_config if request.param else None)
-    server = HttpServer(make_app(State(60, "0"), healthy=lambda: True), web)
+    store = Store("0")
+    schedule = Schedule(lambda request: pytest.fail("no target, no poll"), store)  # /healthz needs no target
+    server = HttpServer(make_app(store, schedule, healthy=lambda: True), web)
     server.bind("127.0.0.1", 0)
     server.start()
     try:
         yield {**env, "CMX_LISTEN_ADDRESS": f"127.0.0.1:{server.port}"}
     finally:
         server.stop()
+        schedule.shutdown()
 
 
 def run_healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -12,14 +12,14 @@ import time
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, OS
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_REQUESTS
 from cmx_simulator import HUGE_LABEL_PAGES, Simulator
-from exporter_process import ExporterProcess, Samples, children, poll_errors, proc_status, session_counts, up
+from exporter_process import ExporterProcess, Samples, children, of_target, poll_errors, proc_status, session_counts, up
 
 SESSIONS = 300
 PAGE_SIZE = 50
 
 
 def _last_success(samples: Samples) -> float:
-    return samples.get((LAST_SUCCESS.name, ()), 0.0)
+    return of_target(samples).get((LAST_SUCCESS.name, ()), 0.0)
 
 
 def poll_durations(exporter: ExporterProcess, polls: int, after: float, timeout: float = 30) -> list[float]:
@@ -32,7 +32,7 @@ def poll_durations(exporter: ExporterProcess, polls: int, after: float, timeout:
         samples = exporter.scrape()
         if _last_success(samples) > seen:
             seen = _last_success(samples)
-            durations.append(samples[(POLL_DURATION.name, ())])
+            durations.append(of_target(samples)[(POLL_DURATION.name, ())])
         time.sleep(0.05)
     return durations
 
@@ -63,8 +63,8 @@ def test_huge_label_values_do_not_grow_the_worker() -> None:
         samples = exporter.wait_for(lambda s: up(s), timeout=60)
         (worker,) = children(exporter.pid)
         peak_mib = proc_status(worker)["VmHWM"] / 1024
-    assert samples[(ACTIVE_SESSIONS, ())] == HUGE_LABEL_PAGES
-    label_values = [labels for (name, labels) in samples if name == OS.metric]
+    assert of_target(samples)[(ACTIVE_SESSIONS, ())] == HUGE_LABEL_PAGES
+    label_values = [labels for (name, labels) in of_target(samples) if name == OS.metric]
     assert all(len(value) <= 64 for ((_, value),) in label_values), "label values are cut to 64 characters"
     assert peak_mib < 200, f"the poll worker peaked at {peak_mib:.0f} MiB"
 
@@ -84,4 +84,4 @@ def test_a_kept_alive_connection_that_cmx_closes_is_asked_once_more() -> None:
     assert up(samples) and session_counts(samples) == truth
     assert sum(poll_errors(samples).values()) == 0, "a poll failed on a connection closed before any answer"
     # every page but the first on a connection is refused once, then asked on a new connection
-    assert samples[(POLL_REQUESTS.name, ())] >= 2 * pages - 1
+    assert of_target(samples)[(POLL_REQUESTS.name, ())] >= 2 * pages - 1

@@ -35,7 +35,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISIT,
 )
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.exposition.snapshot import TargetState
 from cmx_connect_exporter.outcome import Counts
 from cmx_connect_exporter.polling.poll import count_active_sessions
 from cmx_pages import add_page, envelope, make_client
@@ -131,7 +131,7 @@ def test_any_records_give_a_valid_consistent_capped_exposition(all_records: list
         serve(rsps, pages, page_size)
         counts = count_active_sessions(make_client().fetch_body, page_size=page_size, max_pages=100,
                                        max_label_values=cap, concurrency=concurrency)
-    state = State(stale_after=60, version="0.0.0-test")
+    state = TargetState("venue", stale_after=60)
     state.record_success(counts, duration=0.1, requests=len(pages))
     text = state.exposition().decode("utf-8")
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from types import ModuleType
 
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS
+from cmx_connect_exporter.exposition.names import TARGET_LABEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "readme_metrics.py"
+DEMO = ((TARGET_LABEL, "demo"),)  # the labels of the demo's one CMX
 
 
 def tool() -> ModuleType:
@@ -36,7 +38,7 @@ def test_the_readme_sample_is_what_the_demo_serves() -> None:
 
 def test_the_sample_is_complete_and_adds_up() -> None:
     found = tool().series(readme_sample())
-    total = found[(ACTIVE_SESSIONS, ())]
+    total = found[(ACTIVE_SESSIONS, DEMO)]
     for dimension in DIMENSIONS:
         values = [value for (name, _), value in found.items() if name == dimension.metric]
         assert sum(values) == total, dimension.metric
@@ -47,8 +49,9 @@ def test_the_check_sees_a_changed_count_a_dropped_series_and_a_new_help() -> Non
     module, sample = tool(), readme_sample()
     assert module.differences(sample, sample) == []
     lines = sample.splitlines(keepends=True)
-    total = module.series(sample)[(ACTIVE_SESSIONS, ())]
-    changed = sample.replace(f"\n{ACTIVE_SESSIONS} {total}\n", f"\n{ACTIVE_SESSIONS} {total + 1}\n")
+    total = module.series(sample)[(ACTIVE_SESSIONS, DEMO)]
+    series = f'{ACTIVE_SESSIONS}{{{TARGET_LABEL}="demo"}}'
+    changed = sample.replace(f"\n{series} {total}\n", f"\n{series} {total + 1}\n")
     assert changed != sample
     assert any(f"{total} in the README, {total + 1} now" in problem for problem in module.differences(sample, changed))
     dropped = "".join(line for line in lines if 'reason="internal"' not in line)

@@ -11,7 +11,7 @@ import pytest
 
 from cmx_connect_exporter.cmx.client import RETRIES, CmxClient
 from cmx_connect_exporter.outcome import PollError
-from cmx_connect_exporter.polling.messages import PollRequest
+from cmx_connect_exporter.polling.messages import ClientOptions, PollRequest
 from cmx_connect_exporter.polling.poll import run_poll
 from cmx_simulator import Simulator
 
@@ -52,8 +52,11 @@ def test_each_fault_fails_the_poll_with_its_reason(fault: str, page: int, reason
     with Simulator(SESSIONS, seed=SEED) as sim:
         sim.fault_from_index = page * PAGE_SIZE
         sim.fault = fault
+        options = ClientOptions(url=sim.url, username="demo", password="demo", timeout=TIMEOUT, verify=True,
+                                max_retry_wait=1)
         client = CmxClient(sim.url, username="demo", password="demo", timeout=TIMEOUT, max_retry_wait=1)
-        request = PollRequest(page_size=PAGE_SIZE, max_pages=100, max_label_values=50, concurrency=concurrency,
+        request = PollRequest(target="sim", client=options, page_size=PAGE_SIZE, max_pages=100, max_label_values=50,
+                              concurrency=concurrency,
                               poll_timeout=POLL_TIMEOUT)
         outcome = run_poll(client, request)
         served = sim.requests_served

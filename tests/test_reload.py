@@ -16,7 +16,7 @@ import pytest
 import trustme
 
 from cmx_simulator import Simulator
-from exporter_process import ExporterProcess, children, poll_errors, session_counts, up
+from exporter_process import ExporterProcess, children, of_target, poll_errors, session_counts, up
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ class SecretVolume:
 
 
 def last_success(samples: dict) -> float:
-    return samples.get(("cmx_connect_last_success_timestamp_seconds", ()), 0.0)
+    return of_target(samples).get(("cmx_connect_last_success_timestamp_seconds", ()), 0.0)
 
 
 def test_ten_sighups_in_a_row_end_neither_the_exporter_nor_its_worker(tmp_path: Path) -> None:
@@ -201,3 +201,51 @@ def test_new_basic_auth_users_apply_to_the_next_request(tmp_path: Path) -> None:
         assert exporter.http.get(exporter.url + "/metrics", auth=("prometheus", "new-pw"), timeout=5).status_code == 200
         log = exporter.stop()
     assert log.count("reloaded CMX_WEB_CONFIG_FILE") == 1
+
+
+def write_targets(path: Path, entries: dict[str, tuple[str, Path]]) -> None:
+    """The targets file, replaced at once as an editor or a ConfigMap update does; each entry is (url, password
+    file)."""
+    body = "".join(f"  - name: {name}\n    url: {url}\n    password_file: {secret}\n"
+                   for name, (url, secret) in entries.items())
+    new = path.with_suffix(".new")
+    new.write_text(f"defaults:\n  username: demo\n  poll_interval: 1\n  timeout: 2\ntargets:\n{body}")
+    os.replace(new, path)
+
+
+def cmx_names(samples: dict) -> set[str]:
+    return {dict(labels)["cmx"] for _, labels in samples if "cmx" in dict(labels)}
+
+
+def test_the_targets_file_reloads_adding_removing_and_changing_targets(tmp_path: Path) -> None:
+    """On a change of the file: a new target polls, a removed one's series go, a changed one starts afresh
+    and an unchanged one keeps its counters; an invalid file is refused in one line; SIGHUP reloads too."""
+    good, bad = tmp_path / "good.pw", tmp_path / "bad.pw"
+    good.write_text("demo\n")
+    bad.write_text("wrong\n")
+    path = tmp_path / "targets.yml"
+    with Simulator(200, seed=31) as one, Simulator(300, seed=32) as two, Simulator(400, seed=33) as three:
+        write_targets(path, {"a": (one.url, good), "b": (two.url, bad), "d": (two.url, good)})
+        with ExporterProcess("--targets-file", str(path)) as exporter:
+            before = exporter.wait_for(lambda s: up(s, "a") and up(s, "d") and poll_errors(s, "b")["auth"] >= 2)
+            lines = len(exporter.log.splitlines())
+            write_targets(path, {"a": (three.url, good), "b": (two.url, bad), "c": (one.url, good)})
+            after = exporter.wait_for(lambda s: session_counts(s, "a") == three.active_counts() and up(s, "c")
+                                      and "d" not in cmx_names(s), timeout=15)
+            assert poll_errors(after, "b")["auth"] >= poll_errors(before, "b")["auth"], "b kept its counter"
+            assert cmx_names(after) == {"a", "b", "c"}
+
+            path.write_text("targets: [a, b")  # not YAML: refused, and the three go on
+            time.sleep(5)  # two looks at the file, and polls
+            kept = exporter.wait_for(lambda s: up(s, "a") and up(s, "c"))
+            assert cmx_names(kept) == {"a", "b", "c"}
+
+            write_targets(path, {"a": (three.url, good), "b": (two.url, bad)})
+            exporter.proc.send_signal(signal.SIGHUP)
+            exporter.wait_for(lambda s: cmx_names(s) == {"a", "b"}, timeout=10)
+            log = exporter.stop()
+    after_start = log.splitlines()[lines:]
+    assert len([line for line in after_start if "reloaded CMX_TARGETS_FILE" in line]) == 2, after_start
+    refused = [line for line in after_start if "CMX_TARGETS_FILE not reloaded" in line]
+    assert len(refused) == 1 and " WARNING " in refused[0] and "the old one stays in force" in refused[0] \
+        and "is not valid YAML" in refused[0], refused

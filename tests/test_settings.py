@@ -197,7 +197,7 @@ def readme_row(name: str) -> str:
 
 
 @pytest.mark.parametrize(("name", "rule"), [
-    ("url", "required, except with --demo"),
+    ("url", "required, except with --demo or a targets file"),
     ("log_level", "one of debug, info, warning, error"),
     ("log_format", "one of text, json"),
     ("poll_interval", "1 or more"),

@@ -28,11 +28,12 @@ from cmx_connect_exporter.counting.dimensions import (
     VISITORS_TODAY,
     VISITORS_TODAY_BY_VISIT,
 )
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.exposition.names import BUILD_INFO, TARGET_LABEL
+from cmx_connect_exporter.exposition.snapshot import Store, TargetState
 from cmx_connect_exporter.outcome import QUERIES, REASONS, PollError
 from cmx_connect_exporter.polling.poll import count_active_sessions, count_visitors_today
 from cmx_pages import add_page, make_client
-from exporter_process import Samples, parse_samples
+from exporter_process import Samples, of_target, parse_samples
 from tool_policy import require_tool
 
 HERE = Path(__file__).parent
@@ -48,12 +49,13 @@ class Clock:
         return self.now
 
 
+TARGET = "mall-1"
 # The Clock's local midnight at the fixtures' UTC-4: 07:06:40 local, 25,600 s before.
 MIDNIGHT = 1_795_000_000 - 25_600
 
 
 @responses.activate
-def recorded_poll_state(clock: Clock) -> State:
+def recorded_poll_store(clock: Clock) -> tuple[Store, TargetState]:
     """A poll of the fixture pages, then the visitors of the day, which CMX answers with the same records."""
     for n in range(3):
         body = (HERE / "fixtures" / f"clients-page{n}.json").read_bytes()
@@ -62,23 +64,32 @@ def recorded_poll_state(clock: Clock) -> State:
     client = make_client()
     counts = count_active_sessions(client.fetch_body, page_size=4, max_pages=10, max_label_values=50,
                                    now=clock.now)
-    state = State(stale_after=180, version="1.2.3", clock=clock, queries=QUERIES)
+    store = Store(version="1.2.3", clock=clock)
+    state = store.add(TARGET, stale_after=180, queries=QUERIES)
     state.record_success(counts, duration=0.25, requests=len(responses.calls))
     state.record_visitors(count_visitors_today(client.fetch_body, tz_offset=counts.tz_offset, page_size=4,
                                                max_pages=10, now=clock.now))
-    return state
+    return store, state
 
 
-def samples(state: State) -> Samples:
-    return parse_samples(state.exposition().decode())
+def recorded_poll_state(clock: Clock) -> TargetState:
+    return recorded_poll_store(clock)[1]
 
 
-def names(state: State) -> set[str]:
+def samples(state: TargetState) -> Samples:
+    """The target's series, as /probe serves them, without the label every one of them carries."""
+    text = state.exposition().decode()
+    every = parse_samples(text)
+    assert all(dict(labels).get(TARGET_LABEL) == TARGET for _, labels in every)
+    return of_target(every, TARGET)
+
+
+def names(state: TargetState) -> set[str]:
     return {name for name, _ in samples(state)}
 
 
 def test_exposition_matches_golden_file() -> None:
-    text = recorded_poll_state(Clock()).exposition().decode()
+    text = recorded_poll_store(Clock())[0].exposition().decode()
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 after a deliberate change, and review the diff"
@@ -144,7 +155,7 @@ def test_no_personal_data_in_the_exposition() -> None:
 
 
 def test_before_the_first_poll_up_is_zero_and_there_are_no_sessions() -> None:
-    state = State(stale_after=180, version="1.2.3")
+    state = TargetState(TARGET, stale_after=180)
     got = samples(state)
     assert got[("cmx_connect_up", ())] == 0
     assert not names(state) & SESSION_METRICS
@@ -184,7 +195,7 @@ def test_recovery_brings_fresh_counts_back() -> None:
 
 def test_scrapes_between_polls_reuse_one_rendering() -> None:
     state = recorded_poll_state(Clock())
-    assert state.exposition() is state.exposition()
+    assert state.families() is state.families()
 
 
 @pytest.mark.parametrize("failed", [False, True])
@@ -196,3 +207,47 @@ def test_promtool_accepts_the_exposition(tmp_path: Path, failed: bool) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=state.exposition(), capture_output=True,
                             timeout=30, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_targets_share_each_family_once_and_keep_their_own_counts() -> None:
+    clock = Clock()
+    store, mall = recorded_poll_store(clock)
+    airport = store.add("airport", stale_after=180)
+    airport.record_failure(PollError("auth", "CMX answered HTTP 401"), requests=1)
+    text = store.exposition().decode()
+    every = parse_samples(text)
+    assert of_target(every, TARGET) == samples(mall), "a failure of one target leaves the other's series alone"
+    assert poll_errors_of(of_target(every, "airport")) == {**dict.fromkeys(REASONS, 0), "auth": 1}
+    assert (ACTIVE_SESSIONS, ()) not in of_target(every, "airport")
+    assert every[(BUILD_INFO.name, (("version", "1.2.3"),))] == 1, "process-wide: no cmx label"
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# HELP")]
+    assert len(families) == len(set(families)), "each family once, with the samples of every target"
+    store.remove("airport")
+    assert all(dict(labels).get(TARGET_LABEL) != "airport" for _, labels in parse_samples(store.exposition().decode()))
+
+
+def test_every_family_the_collector_yields_carries_the_target_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The label is added in one place, so a new family needs no code of its own to carry it."""
+    from prometheus_client.core import HistogramMetricFamily
+
+    import cmx_connect_exporter.exposition.snapshot as snapshot
+
+    original = snapshot._session_families
+
+    def with_a_new_family(counts: object) -> object:
+        yield from original(counts)  # type: ignore[arg-type]
+        family = HistogramMetricFamily("cmx_connect_new_seconds", "A family added later.", labels=["site"])
+        family.add_metric(["hall"], buckets=[("1", 1), ("+Inf", 2)], sum_value=3)
+        yield family
+
+    monkeypatch.setattr(snapshot, "_session_families", with_a_new_family)
+    store, _ = recorded_poll_store(Clock())
+    every = parse_samples(store.exposition().decode())
+    assert every[("cmx_connect_new_seconds_bucket", (("cmx", TARGET), ("le", "1"), ("site", "hall")))] == 1
+    unlabelled = {name for name, labels in every if TARGET_LABEL not in dict(labels)}
+    assert unlabelled == {BUILD_INFO.name}
+
+
+def poll_errors_of(target_samples: Samples) -> dict[str, float]:
+    return {dict(labels)["reason"]: value for (name, labels), value in target_samples.items()
+            if name == "cmx_connect_poll_errors_total" and dict(labels)["query"] == "active"}

@@ -10,6 +10,7 @@ import responses
 from responses import matchers
 
 from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.config.targets import PollOptions, Target
 from cmx_connect_exporter.counting.dimensions import (
     ACTIVE_SESSIONS,
     NEW,
@@ -19,16 +20,15 @@ from cmx_connect_exporter.counting.dimensions import (
     VISITORS_TODAY_BY_VISIT,
 )
 from cmx_connect_exporter.counting.times import DAY
-from cmx_connect_exporter.exposition.snapshot import VISITORS_TODAY_QUERY, State
+from cmx_connect_exporter.exposition.snapshot import VISITORS_TODAY_QUERY, TargetState
 from cmx_connect_exporter.outcome import QUERIES, PollError
 from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest, VisitorsRequest
 from cmx_connect_exporter.polling.poll import count_visitors_today, last_local_midnight, run_poll, run_visitors
 from cmx_connect_exporter.polling.scheduler import Poller
-from cmx_connect_exporter.settings import Settings
 from cmx_pages import ENDPOINT, add_page, envelope, make_client, record
 from cmx_simulator import Simulator
 from cmx_simulator.population import TIME_ZONE_OFFSET_MS
-from exporter_process import ExporterProcess, parse_samples, poll_errors, up
+from exporter_process import ExporterProcess, of_target, parse_samples, poll_errors, up
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +68,24 @@ def test_a_failed_visitors_query_leaves_the_active_counts_published_and_fresh() 
                        match=[matchers.query_param_matcher({"status": "all"}, strict_match=False)])
     client = make_client()
 
-    def in_process(request: PollRequest | VisitorsRequest) -> PollOutcome:  # as the worker dispatches
+    asked: list[VisitorsRequest] = []
+
+    def in_process(request: PollRequest | VisitorsRequest) -> PollOutcome:  # as a worker dispatches
         if isinstance(request, VisitorsRequest):
-            return run_visitors(client, request, TIME_ZONE_OFFSET_MS)
+            asked.append(request)
+            return run_visitors(client, request)
         return run_poll(client, request)
 
-    state = State(stale_after=600, version="t", queries=QUERIES)
-    Poller(in_process, Settings(url="https://cmx.test", page_size=2, visitors_today=True), state).run()
+    state = TargetState("cmx.test", stale_after=600, queries=QUERIES)
+    target = Target("cmx.test", "https://cmx.test", PollOptions(page_size=2, visitors_today=True))
+    Poller(in_process, target, state).run()
+    assert [request.tz_offset for request in asked] == [envelope([])["timeZoneOffset"]], \
+        "the active poll's time zone goes with the request, so that any worker can take it"
     snap = state.snapshot
     assert snap.errors[VISITORS_TODAY_QUERY]["http"] == 1
     assert sum(snap.errors["active"].values()) == 0
     assert snap.up and snap.last_error is None
-    samples = parse_samples(state.exposition().decode())
+    samples = of_target(parse_samples(state.exposition().decode()))
     assert samples[(ACTIVE_SESSIONS, ())] == 3
     assert (VISITORS_TODAY.metric, ()) not in samples
 
@@ -87,9 +93,9 @@ def test_a_failed_visitors_query_leaves_the_active_counts_published_and_fresh() 
 def test_the_console_script_exports_the_visitors_of_today(sim: Simulator) -> None:
     args = ["--url", sim.url, "--username", "demo", "--password", "demo", "--poll-interval", "1", "--visitors-today"]
     with ExporterProcess(*args) as exporter:
-        samples = exporter.wait_for(lambda s: up(s) and (VISITORS_TODAY.metric, ()) in s)
+        samples = of_target(exporter.wait_for(lambda s: up(s) and (VISITORS_TODAY.metric, ()) in of_target(s)))
         exporter.stop()
     truth = sim.visitors_since(last_local_midnight(time.time(), TIME_ZONE_OFFSET_MS))
     assert samples[(VISITORS_TODAY.metric, ())] == truth.total > 0
     assert samples[(VISITORS_TODAY_BY_VISIT.metric, ((VISIT.label, NEW),))] == truth.new
-    assert poll_errors(samples, VISITORS_TODAY_QUERY) == dict.fromkeys(poll_errors(samples), 0)
+    assert poll_errors(samples, query=VISITORS_TODAY_QUERY) == dict.fromkeys(poll_errors(samples), 0)

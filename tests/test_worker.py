@@ -24,7 +24,16 @@ from cmx_simulator import Simulator
 from exporter_process import ExporterProcess, children, poll_errors, up
 
 PAGE = 500
-REQUEST = PollRequest(page_size=PAGE, max_pages=100, max_label_values=50, concurrency=2, poll_timeout=30)
+CONCURRENCY = 2
+
+
+def request_of(sim: Simulator, **changes: object) -> PollRequest:
+    """A poll of the simulator, as the scheduler sends it to any worker."""
+    client = ClientOptions(url=sim.url, username="demo", password="demo", timeout=5.0, verify=True,
+                           max_retry_wait=30.0)
+    request = PollRequest(target="sim", client=client, page_size=PAGE, max_pages=100, max_label_values=50,
+                          concurrency=CONCURRENCY, poll_timeout=30)
+    return replace(request, **changes)
 
 
 @pytest.fixture
@@ -33,15 +42,13 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def start_worker(sim: Simulator) -> PollWorker:
-    client = ClientOptions(url=sim.url, username="demo", password="demo", timeout=5.0, verify=True,
-                           max_retry_wait=30.0)
-    return PollWorker(Hello(client, log_level="warning", log_format="text"))
+def start_worker() -> PollWorker:
+    return PollWorker(Hello(log_level="warning", log_format="text"))
 
 
 @pytest.fixture
 def worker(sim: Simulator) -> Iterator[PollWorker]:
-    handle = start_worker(sim)
+    handle = start_worker()
     yield handle
     handle.close()
 
@@ -64,39 +71,42 @@ def test_poll_error_survives_pickling() -> None:
 def test_the_password_is_not_in_the_messages_repr() -> None:
     client = ClientOptions(url="https://cmx", username="api", password="s3cr3t-canary", timeout=5, verify=True,
                            max_retry_wait=30)
-    assert "s3cr3t-canary" not in repr(Hello(client, "debug", "text"))
+    assert "s3cr3t-canary" not in repr(PollRequest(target="t", client=client, page_size=1, max_pages=1,
+                                                   max_label_values=1, concurrency=1, poll_timeout=1))
 
 
 def test_worker_polls_in_its_own_process(sim: Simulator, worker: PollWorker) -> None:
-    outcome = worker.poll(REQUEST)
+    outcome = worker.poll(request_of(sim))
     counts = counts_of(outcome)
     assert counts.total == sim.active_counts().total
     assert {label: dict(values) for label, values in counts.by_label.items()} == sim.active_counts().by_label
     assert outcome.requests >= counts.total // PAGE
 
 
-def test_the_worker_keeps_the_last_total_so_a_steady_venue_is_polled_with_no_request_past_the_end(
+def test_with_the_last_total_a_steady_venue_is_polled_with_no_request_past_the_end(
         sim: Simulator, worker: PollWorker) -> None:
+    """The scheduler sends each target's last total with its poll, whichever worker takes it."""
     total = sim.active_counts().total
-    request = replace(REQUEST, page_size=300, concurrency=4)
+    request = request_of(sim, page_size=300, concurrency=4)
     assert total % request.page_size == 0, "the list ends on a page boundary: an empty page follows a full one"
     pages = total // request.page_size + 1
     sim.latency = 0.05  # pages are on their way while the walk asks ahead, so what it asks is sent
-    first, *later = (worker.poll(request) for _ in range(4))
+    first = worker.poll(request)
+    later = [worker.poll(replace(request, expected_sessions=counts_of(first).total)) for _ in range(3)]
     assert {counts_of(outcome).total for outcome in (first, *later)} == {total}
     # with no total yet the first poll may ask past the end (whether it does is a race with the walk)
     assert pages <= first.requests < pages + request.concurrency
-    assert [outcome.requests for outcome in later] == [pages] * 3, "the worker remembered where the list ends"
+    assert [outcome.requests for outcome in later] == [pages] * 3, "the last total says where the list ends"
 
 
 def test_the_first_poll_is_timed_without_the_workers_start(sim: Simulator) -> None:
     sim.active_counts()
     requests.get(sim.url + CLIENTS_PATH, params={"status": "active", "count": 1000}, auth=("demo", "demo"),
                  timeout=10)  # the simulator encodes each record on first serve: not the worker's to pay
-    handle = start_worker(sim)  # no wait for it to start: the poll is sent at once, as the exporter does
+    handle = start_worker()  # no wait for it to start: the poll is sent at once, as the exporter does
     try:
-        first = handle.poll(REQUEST)
-        later = min(handle.poll(REQUEST).duration for _ in range(3))
+        first = handle.poll(request_of(sim))
+        later = min(handle.poll(request_of(sim)).duration for _ in range(3))
     finally:
         handle.close()
     assert counts_of(first).total == sim.active_counts().total
@@ -115,9 +125,9 @@ def test_the_serving_process_needs_neither_requests_nor_the_counting_code() -> N
 
 def test_failures_come_back_as_values(sim: Simulator, worker: PollWorker) -> None:
     sim.fault = "status:401"
-    outcome = worker.poll(REQUEST)
+    outcome = worker.poll(request_of(sim))
     assert error_of(outcome).reason == "auth"
-    assert 1 <= outcome.requests <= REQUEST.concurrency, "no retries on 401; at most the pages already in flight"
+    assert 1 <= outcome.requests <= CONCURRENCY, "no retries on 401; at most the pages already in flight"
 
 
 def _wait_until_dead(pid: int) -> None:
@@ -133,11 +143,11 @@ def test_a_worker_dead_between_polls_fails_one_poll_as_internal_and_is_replaced(
     dead = worker.pid
     os.kill(dead, signal.SIGKILL)
     _wait_until_dead(dead)
-    outcome = worker.poll(REQUEST)
+    outcome = worker.poll(request_of(sim))
     assert (error_of(outcome).reason, outcome.requests) == ("internal", None)
     assert str(outcome.result) == "the poll worker died (exit code -9); it was replaced"
     assert worker.pid != dead
-    assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
+    assert counts_of(worker.poll(request_of(sim))).total == sim.active_counts().total
 
 
 def test_a_worker_killed_mid_poll_fails_that_poll_as_internal_and_is_replaced(sim: Simulator,
@@ -145,25 +155,24 @@ def test_a_worker_killed_mid_poll_fails_that_poll_as_internal_and_is_replaced(si
     sim.latency = 0.2  # five pages: a second of polling to kill it in
     dying = worker.pid
     threading.Timer(0.3, os.kill, (dying, signal.SIGKILL)).start()
-    outcome = worker.poll(REQUEST)
+    outcome = worker.poll(request_of(sim))
     assert error_of(outcome).reason == "internal"
     sim.latency = 0
     assert worker.pid != dying
-    assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
+    assert counts_of(worker.poll(request_of(sim))).total == sim.active_counts().total
 
 
 def test_a_stopped_worker_is_killed_at_the_poll_deadline_and_replaced(sim: Simulator, worker: PollWorker) -> None:
     stopped = worker.pid
     os.kill(stopped, signal.SIGSTOP)
     started = time.monotonic()
-    outcome = worker.poll(PollRequest(page_size=PAGE, max_pages=100, max_label_values=50, concurrency=1,
-                                      poll_timeout=1))
+    outcome = worker.poll(request_of(sim, concurrency=1, poll_timeout=1))
     waited = time.monotonic() - started
     assert error_of(outcome).reason == "timeout"
     assert "did not end within 1 s (CMX_POLL_TIMEOUT)" in str(outcome.result)
     assert 1 + WORKER_GRACE <= waited < 1 + WORKER_GRACE + 3, "noticed at the deadline and its grace, not long after"
     assert worker.pid != stopped and not Path(f"/proc/{stopped}").exists()
-    assert counts_of(worker.poll(REQUEST)).total == sim.active_counts().total
+    assert counts_of(worker.poll(request_of(sim))).total == sim.active_counts().total
 
 
 def test_the_worker_does_not_inherit_the_password_from_the_environment(sim: Simulator) -> None:
@@ -178,16 +187,39 @@ def test_the_worker_does_not_inherit_the_password_from_the_environment(sim: Simu
     assert b"cmx_password" not in environment.lower() and canary.encode() not in environment
 
 
+def arrive(sim: Simulator, guests: int) -> None:
+    """``guests`` log in (and as many out) before the simulator answers one more request."""
+    sim.churn = guests
+    requests.get(sim.url + CLIENTS_PATH, params={"count": 1}, auth=("demo", "demo"), timeout=5)
+    sim.churn = 0
+
+
 def test_logins_are_exactly_the_guests_who_arrived_between_two_polls(sim: Simulator, worker: PollWorker) -> None:
     """The first poll counts none; the next counts the simulator's arrivals since, and the one after none.
 
     Sequential polls, so that no request past the end is still on its way when the guests arrive.
     """
-    request = replace(REQUEST, concurrency=1)
-    assert counts_of(worker.poll(request)).logins == 0
-    arrivals = 37
-    sim.churn = arrivals  # logged in (and as many out) before the next request is answered
-    requests.get(sim.url + CLIENTS_PATH, params={"count": 1}, auth=("demo", "demo"), timeout=5)
-    sim.churn = 0
-    assert counts_of(worker.poll(request)).logins == arrivals
-    assert counts_of(worker.poll(request)).logins == 0
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=1))).logins == 0
+    arrive(sim, 37)
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=2, after=1))).logins == 37
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=2))).logins == 0
+
+
+def test_a_poll_on_a_worker_without_the_targets_last_poll_counts_no_logins(sim: Simulator,
+                                                                          worker: PollWorker) -> None:
+    """A target's polls may land on different workers of the pool. A worker that did not make the target's
+    last completed poll counts no logins, as after a start: fewer logins, never one counted twice."""
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=1))).logins == 0
+    other = start_worker()
+    try:
+        arrive(sim, 11)
+        assert counts_of(other.poll(request_of(sim, concurrency=1, poll=2, after=1))).logins == 0, \
+            "this worker holds no pairs of the target"
+        arrive(sim, 13)
+        assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=2))).logins == 0, \
+            "it holds poll 1's pairs, not those of poll 2, the target's last: counted against older pairs, a " \
+            "login another worker had counted could be counted twice"
+        arrive(sim, 17)
+        assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=4, after=3))).logins == 17
+    finally:
+        other.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.counting.dimensions import DWELL
-from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_WORKER_NAMESPACE, UP
+from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_WORKER_NAMESPACE, TARGET_LABEL, UP
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "<!-- metrics-sample -->"
@@ -51,7 +51,7 @@ def scrape_demo() -> str:
             while time.monotonic() < deadline and exporter.poll() is None:
                 with contextlib.suppress(OSError):
                     text = urllib.request.urlopen(url, timeout=5).read().decode()
-                    if f"\n{UP.name} 1.0\n" in text:
+                    if f'\n{UP.name}{{{TARGET_LABEL}="demo"}} 1.0\n' in text:
                         return text
                 time.sleep(0.1)
             raise SystemExit(f"the demo exporter served no complete poll within {WAIT:g} s")

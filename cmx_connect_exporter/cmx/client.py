@@ -149,7 +149,7 @@ class CmxClient:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     def close(self) -> None:
-        """Close its kept-alive connections, as when new options replace it."""
+        """Its connections are closed; a worker does this for a target whose options changed."""
         self._session.close()
 
     @property

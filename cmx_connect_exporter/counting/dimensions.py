@@ -91,7 +91,7 @@ UNREADABLE_LOGIN_TIME = Measure(
 LOGINS = Measure(  # a counter's name without _total, as prometheus_client takes it
     "cmx_connect_logins",
     "Logins seen: sessions whose (session, lastLoginTime) was not in the previous completed poll. "
-    "The first poll after a start counts none.",
+    "A poll without that poll's pairs counts none: the first after a start, or one on another poll worker.",
 )
 VISITORS_TODAY = Measure(
     "cmx_connect_visitors_today",

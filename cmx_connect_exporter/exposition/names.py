@@ -14,6 +14,9 @@ class MetricName:
     help: str
 
 
+# The label naming the CMX a series is about, on every series but the process-wide ones.
+TARGET_LABEL = "cmx"
+
 UP = MetricName("cmx_connect_up", "1 if the last poll of CMX completed, else 0.")
 LAST_SUCCESS = MetricName("cmx_connect_last_success_timestamp_seconds", "Unix time of the last completed poll.")
 POLL_DURATION = MetricName("cmx_connect_poll_duration_seconds", "How long the last completed poll took.")

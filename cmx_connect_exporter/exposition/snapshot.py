@@ -1,8 +1,9 @@
-"""What ``/metrics`` shows: an immutable snapshot, swapped whole when a poll ends.
+"""What ``/metrics`` and ``/probe`` show: an immutable snapshot per target, swapped whole when its poll ends.
 
-The collector builds metric families fresh from the snapshot, as the
-prometheus_client docs advise for exporters, and the text is rendered once per
-change rather than once per scrape, so a scrape never waits on a poll.
+The collector builds metric families fresh from a target's snapshot, as the prometheus_client docs advise for
+exporters, and adds the ``cmx`` label to every sample of every family it yields, so a new family needs no
+code here to carry it. Each target's text is rendered once per change, in the poll's thread; ``/metrics``
+joins the targets' texts family by family, so a scrape never waits on a poll nor renders anything.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -38,6 +39,7 @@ from cmx_connect_exporter.exposition.names import (
     POLL_DURATION,
     POLL_ERRORS,
     POLL_REQUESTS,
+    TARGET_LABEL,
     UP,
 )
 from cmx_connect_exporter.outcome import QUERIES, REASONS, Counts, PollError, Query, Reason, Visitors
@@ -54,7 +56,7 @@ def zero_errors(queries: tuple[Query, ...] = QUERIES[:1]) -> Errors:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Everything one scrape reports. Replaced, never mutated."""
+    """Everything one scrape reports of one target. Replaced, never mutated."""
 
     up: bool = False
     counts: Counts | None = None
@@ -62,7 +64,7 @@ class Snapshot:
     poll_duration: float | None = None
     poll_requests: int | None = None
     errors: Errors = field(default_factory=zero_errors)
-    last_error: str | None = None
+    last_error: PollError | None = None
     logins: int = 0  # logins counted by every completed poll since the start
     visitors: Visitors | None = None
     visitors_at: float | None = None  # when the visitors of the day were last counted
@@ -86,16 +88,27 @@ class Snapshot:
         return min(fresh, default=math.inf)
 
 
-class SnapshotCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot], stale_after: float, version: str,
+def with_target(families: Iterable[Metric], name: str) -> Iterator[Metric]:
+    """Every sample of every family, with ``cmx="<name>"`` first among its labels."""
+    for family in families:
+        family.samples = [s._replace(labels={TARGET_LABEL: name, **s.labels}) for s in family.samples]
+        yield family
+
+
+class TargetCollector(Collector):
+    """One target's families, from its snapshot; the target label is added to all of them at the end."""
+
+    def __init__(self, name: str, snapshot: Callable[[], Snapshot], stale_after: float,
                  clock: Callable[[], float] = time.time) -> None:
+        self._name = name
         self._snapshot = snapshot
         self._stale_after = stale_after
-        self._version = version
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot()
+        return with_target(self._families(self._snapshot()), self._name)
+
+    def _families(self, snap: Snapshot) -> Iterator[Metric]:
         yield GaugeMetricFamily(UP.name, UP.help, value=int(snap.up))
         if (counts := snap.fresh_counts(self._clock(), self._stale_after)) is not None:
             yield from _session_families(counts)
@@ -118,6 +131,15 @@ class SnapshotCollector(Collector):
             for reason, count in by_reason.items():
                 errors.add_metric([query, reason], count)
         yield errors
+
+
+class BuildInfoCollector(Collector):
+    """Process-wide: no ``cmx`` label."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(BUILD_INFO.name, BUILD_INFO.help, labels=["version"])
         info.add_metric([self._version], 1)
         yield info
@@ -149,23 +171,47 @@ def _session_families(counts: Counts) -> Iterator[Metric]:
                             value=counts.unreadable_login_time)
 
 
-class State:
-    """The current snapshot and its rendered text, both replaced atomically.
+# One family of the text format: its "# HELP" and "# TYPE" lines, then its samples.
+Block = tuple[bytes, bytes]
 
-    ``live`` holds what changes between polls, such as the process metrics: it is rendered at each
-    scrape and appended to the snapshot's text, rendered once per poll. ``queries`` are those the
-    exporter makes of CMX, whose errors are counted from 0."""
 
-    def __init__(self, stale_after: float, version: str, clock: Callable[[], float] = time.time,
-                 live: CollectorRegistry | None = None, queries: tuple[Query, ...] = (ACTIVE,)) -> None:
+def split_families(text: bytes) -> dict[bytes, Block]:
+    """Rendered text by family name. A newline inside a label value is escaped, so every family, and
+    nothing else, starts a line with ``# HELP``."""
+    blocks: dict[bytes, Block] = {}
+    for chunk in (b"\n" + text).split(b"\n# HELP ")[1:]:
+        help_line, _, rest = chunk.partition(b"\n")
+        type_line, _, samples = rest.partition(b"\n")
+        samples = samples if samples.endswith(b"\n") or not samples else samples + b"\n"
+        blocks[help_line.split(b" ", 1)[0]] = (b"# HELP " + help_line + b"\n" + type_line + b"\n", samples)
+    return blocks
+
+
+def join_families(renderings: Iterable[Mapping[bytes, Block]]) -> bytes:
+    """Several renderings as one text: each family once, with the samples of all, in first-seen order."""
+    headers: dict[bytes, bytes] = {}
+    samples: dict[bytes, list[bytes]] = {}
+    for blocks in renderings:
+        for name, (header, body) in blocks.items():
+            headers.setdefault(name, header)
+            samples.setdefault(name, []).append(body)
+    return b"".join(headers[name] + b"".join(samples[name]) for name in headers)
+
+
+class TargetState:
+    """One target's snapshot and its rendered text, both replaced atomically."""
+
+    def __init__(self, name: str, stale_after: float, clock: Callable[[], float] = time.time,
+                 on_change: Callable[[], None] = lambda: None, queries: tuple[Query, ...] = (ACTIVE,)) -> None:
+        self.name = name
         self._lock = threading.Lock()
         self._clock = clock
         self._stale_after = stale_after
+        self._on_change = on_change
         self._snapshot = Snapshot(errors=zero_errors(queries))
-        self.registry = CollectorRegistry()
-        self.registry.register(SnapshotCollector(lambda: self._snapshot, stale_after, version, clock))
+        self._registry = CollectorRegistry()
+        self._registry.register(TargetCollector(name, lambda: self._snapshot, stale_after, clock))
         self._rendered = self._render()
-        self._live = live
 
     @property
     def snapshot(self) -> Snapshot:
@@ -191,22 +237,88 @@ class State:
             errors = MappingProxyType({**s.errors, query: MappingProxyType(by_reason)})
             if query != ACTIVE:
                 return replace(s, errors=errors)
-            return replace(s, up=False, poll_requests=requests, errors=errors, last_error=f"{error.reason}: {error}")
+            return replace(s, up=False, poll_requests=requests, errors=errors, last_error=error)
         self._swap(failed)
 
-    def exposition(self) -> bytes:
-        """The text for a scrape: rendered already, unless the counts have gone stale since; then ``live``."""
-        text, expires = self._rendered
+    def families(self) -> Mapping[bytes, Block]:
+        """The rendered families, rendered again first if the counts have gone stale since."""
+        rendered, expires = self._rendered
         if self._clock() > expires:
             with self._lock:
                 self._rendered = self._render()
-                text = self._rendered[0]
-        return text if self._live is None else text + generate_latest(self._live)
+                rendered = self._rendered[0]
+        return rendered
+
+    @property
+    def expires(self) -> float:
+        """When the counts rendered go stale, and the text must be rendered again."""
+        return self._rendered[1]
+
+    def exposition(self) -> bytes:
+        """This target's text alone, as ``/probe`` serves it."""
+        return join_families([self.families()])
 
     def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
         with self._lock:
             self._snapshot = change(self._snapshot)
             self._rendered = self._render()
+        self._on_change()
 
-    def _render(self) -> tuple[bytes, float]:
-        return generate_latest(self.registry), self._snapshot.expires(self._clock(), self._stale_after)
+    def _render(self) -> tuple[Mapping[bytes, Block], float]:
+        return (split_families(generate_latest(self._registry)),
+                self._snapshot.expires(self._clock(), self._stale_after))
+
+
+class Store:
+    """Every target's state, and the process-wide families; ``/metrics`` is their join, made when a target
+    changes (in the poll's thread) or its counts go stale, never per scrape.
+
+    ``live`` holds what changes between polls, such as the process metrics: it is rendered at each
+    scrape and appended to the targets' text."""
+
+    def __init__(self, version: str, clock: Callable[[], float] = time.time,
+                 live: CollectorRegistry | None = None) -> None:
+        self._clock = clock
+        self._live = live
+        self._lock = threading.Lock()
+        self._targets: dict[str, TargetState] = {}
+        self.registry = CollectorRegistry()  # process-wide families, no target label
+        self.registry.register(BuildInfoCollector(version))
+        self._joined = b""
+        self._expires = math.inf
+
+    def add(self, name: str, stale_after: float, queries: tuple[Query, ...] = (ACTIVE,)) -> TargetState:
+        """A new target's state, or a fresh one in place of a changed target's; ``queries`` are those made
+        of its CMX, whose errors are counted from 0."""
+        state = TargetState(name, stale_after, self._clock, on_change=self._rejoin, queries=queries)
+        with self._lock:
+            self._targets[name] = state
+        self._rejoin()
+        return state
+
+    def remove(self, name: str) -> None:
+        """A removed target's series disappear with it."""
+        with self._lock:
+            self._targets.pop(name, None)
+        self._rejoin()
+
+    def get(self, name: str) -> TargetState | None:
+        return self._targets.get(name)
+
+    def targets(self) -> list[TargetState]:
+        return list(self._targets.values())
+
+    def _rejoin(self) -> None:
+        with self._lock:
+            states = list(self._targets.values())
+            self._joined = join_families([state.families() for state in states])
+            self._expires = min((state.expires for state in states), default=math.inf)
+
+    def exposition(self, targets: bool = True) -> bytes:
+        """All targets' families joined, then the process-wide ones; only these without ``targets``."""
+        process_wide = generate_latest(self.registry) + (b"" if self._live is None else generate_latest(self._live))
+        if not targets:
+            return process_wide
+        if self._clock() > self._expires:
+            self._rejoin()
+        return self._joined + process_wide

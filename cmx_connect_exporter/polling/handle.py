@@ -10,19 +10,10 @@ import pickle
 import select
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import replace
 
 from cmx_connect_exporter.outcome import PollError
-from cmx_connect_exporter.polling.messages import (
-    SIZE,
-    ClientOptions,
-    Hello,
-    PollOutcome,
-    PollRequest,
-    VisitorsRequest,
-)
+from cmx_connect_exporter.polling.messages import SIZE, Hello, PollOutcome, PollRequest, VisitorsRequest
 from cmx_connect_exporter.settings import ENV_PREFIX
 
 WORKER_MODULE = "cmx_connect_exporter.polling.worker"
@@ -60,8 +51,6 @@ class PollWorker:
 
     def __init__(self, hello: Hello) -> None:
         self._hello = hello
-        self._new_client: ClientOptions | None = None
-        self._lock = threading.Lock()
         self._closed = False
         self._start()
 
@@ -76,11 +65,6 @@ class PollWorker:
         assert self._process.stdin is not None
         self._process.stdin.write(pickle.dumps(message))
 
-    def set_client(self, options: ClientOptions) -> None:
-        """Poll with these options (a new password, a new CA bundle) from the next poll on."""
-        with self._lock:
-            self._new_client = options
-
     @property
     def pid(self) -> int:
         return self._process.pid
@@ -92,11 +76,6 @@ class PollWorker:
         """
         started = time.monotonic()
         try:
-            with self._lock:
-                options, self._new_client = self._new_client, None
-            if options is not None:  # sent here, so that one thread writes to the pipe
-                self._hello = replace(self._hello, client=options)  # and a replaced worker starts with them
-                self._send(options)
             self._send(request)
             outcome: PollOutcome = pickle.loads(self._receive(started + request.poll_timeout + WORKER_GRACE))
             return outcome

@@ -26,38 +26,50 @@ class ClientOptions:
     timeout: float
     verify: bool | str
     max_retry_wait: float
+    ca_digest: bytes = b""  # the CA bundle's: a renewed bundle makes new options, so the worker makes a new client
 
 
 @dataclass(frozen=True, slots=True)
 class Hello:
     """The first message to a new worker."""
 
-    client: ClientOptions
     log_level: str
     log_format: str
 
 
 @dataclass(frozen=True, slots=True)
 class PollRequest:
-    """One poll, as the settings describe it."""
+    """One poll of one target, as its options describe it. Any worker can take it: it carries the client's
+    options, and ``expected_sessions`` (the target's last total) sizes the poll's table and prefetching."""
 
+    target: str
+    client: ClientOptions
     page_size: int
     max_pages: int
     max_label_values: int
     concurrency: int
     poll_timeout: float
-    dimensions: tuple[str, ...] = LABELS  # the breakdowns to count, by label (CMX_DIMENSIONS)
-    split_by: str | None = None  # a label every active-session family is split by (CMX_SPLIT_BY)
+    dimensions: tuple[str, ...] = LABELS  # the breakdowns to count, by label (dimensions)
+    split_by: str | None = None  # a label every active-session family is split by (split_by)
+    expected_sessions: int = 0
+    # Logins are counted against the pairs of the target's poll numbered ``after`` (its last completed one); a
+    # worker that does not hold that poll's pairs counts none this time, as after a start.
+    poll: int = 0
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class VisitorsRequest:
-    """The visitors of the day (CMX_VISITORS_TODAY): every session with a login since CMX's local midnight."""
+    """The visitors of the day (visitors_today): every session with a login since CMX's local midnight,
+    in the time zone of the target's last active poll, so any worker can take it."""
 
+    target: str
+    client: ClientOptions
     page_size: int
     max_pages: int
     concurrency: int
     poll_timeout: float
+    tz_offset: int | None
 
 
 @dataclass(frozen=True, slots=True)

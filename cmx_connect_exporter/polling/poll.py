@@ -66,21 +66,20 @@ def count_visitors_today(fetch_since: Callable[..., Body], *, tz_offset: int | N
     return Visitors(total=counts.total, by_visit=counts.by_label[VISIT.label])
 
 
-def run_poll(client: CmxClient, request: PollRequest, expected_sessions: int = 0,
-             threads: PageThreads | None = None, logins: LoginTracker | None = None) -> PollOutcome:
+def run_poll(client: CmxClient, request: PollRequest, threads: PageThreads | None = None,
+             logins: LoginTracker | None = None) -> PollOutcome:
     """One poll with ``client``; failures are returned, never raised."""
     return _run(client, request.poll_timeout, partial(
         count_active_sessions, client.fetch_body, page_size=request.page_size, max_pages=request.max_pages,
         max_label_values=request.max_label_values, concurrency=request.concurrency,
-        expected_sessions=expected_sessions, poll_timeout=request.poll_timeout, threads=threads,
+        expected_sessions=request.expected_sessions, poll_timeout=request.poll_timeout, threads=threads,
         dimensions=request.dimensions, split_by=request.split_by, logins=logins))
 
 
-def run_visitors(client: CmxClient, request: VisitorsRequest, tz_offset: int | None,
-                 threads: PageThreads | None = None) -> PollOutcome:
-    """The visitors of the day with ``client``, in the time zone of the last active poll; never raises."""
+def run_visitors(client: CmxClient, request: VisitorsRequest, threads: PageThreads | None = None) -> PollOutcome:
+    """The visitors of the day with ``client``, in the time zone of the target's last active poll; never raises."""
     return _run(client, request.poll_timeout, partial(
-        count_visitors_today, client.fetch_body, tz_offset=tz_offset, page_size=request.page_size,
+        count_visitors_today, client.fetch_body, tz_offset=request.tz_offset, page_size=request.page_size,
         max_pages=request.max_pages, concurrency=request.concurrency, poll_timeout=request.poll_timeout,
         threads=threads))
 

@@ -39,14 +39,38 @@ from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 WORKER_NICENESS = 5
 
 
-def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
-    """The worker's loop: a Hello first, then one poll per request, until the parent is gone; new
-    ClientOptions (a rotated password or CA bundle) replace the client before the next poll.
+class _Kept:
+    """What a worker keeps of one target between its polls."""
 
-    The worker keeps the last total itself: it sizes the next poll's table and tells the
-    prefetcher where the list probably ends. It keeps the page threads too, so that a poll
-    need not wait for its requests past the end (the next poll does, before it starts), and the
-    last poll's logins, to count the new ones, and its time zone, for the visitors of the day.
+    def __init__(self, options: ClientOptions, concurrency: int) -> None:
+        self.options = options
+        self.client = _client(options)
+        self.threads = PageThreads(concurrency)
+        self.logins = LoginTracker()
+        self.logins_after: int | None = None  # the target's poll whose pairs ``logins`` holds
+
+    def update(self, options: ClientOptions, concurrency: int) -> None:
+        """New options (a rotated password, a renewed CA bundle, another URL) make a new client; the
+        logins stay, as they are the same sessions of the same target."""
+        if options != self.options:
+            self.threads.settle()  # the last walk's requests past the end go out on the old client
+            self.client.close()
+            self.client, self.options = _client(options), options
+        if self.threads.size != concurrency:
+            self.threads.close()
+            self.threads = PageThreads(concurrency)
+
+
+def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
+    """The worker's loop: a Hello first, then one poll per request, until the parent is gone; a request
+    with new ClientOptions (a rotated password or CA bundle) replaces the target's client first.
+
+    Any worker polls any target. It keeps, per target it has polled, a client (its connections stay open
+    between polls), page threads, so that a poll need not wait for its requests past the end (the target's
+    next poll does, before it starts, and no other target's poll ever waits for them), and the logins of
+    the target's last poll it made, to count the new ones. Those count only when that poll was the
+    target's last completed one (``PollRequest.after``): a poll that lands on another worker than the
+    last one counts no logins, as the first poll after a start does, and never counts one twice.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGHUP (reload) are the parent's to handle
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -56,32 +80,24 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     except EOFError:
         return
     setup_logging(hello.log_level, hello.log_format)
-    client = _client(hello.client)
-    last_total = 0
-    tz_offset: int | None = None  # the last active poll's: the visitors of the day start at its local midnight
-    threads: PageThreads | None = None
-    logins = LoginTracker()
+    kept: dict[str, _Kept] = {}
     while True:
         try:
-            request: PollRequest | VisitorsRequest | ClientOptions = pickle.load(requests_in)
+            request: PollRequest | VisitorsRequest = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
-        if isinstance(request, ClientOptions):
-            if threads is not None:
-                threads.settle()  # the last walk's requests past the end go out on the old client
-            client.close()
-            client = _client(request)
-            continue
-        if threads is None or threads.size != request.concurrency:
-            if threads is not None:
-                threads.close()
-            threads = PageThreads(request.concurrency)
+        target = kept.get(request.target)
+        if target is None:
+            target = kept[request.target] = _Kept(request.client, request.concurrency)
+        target.update(request.client, request.concurrency)
         if isinstance(request, VisitorsRequest):
-            outcome = run_visitors(client, request, tz_offset, threads)
+            outcome = run_visitors(target.client, request, target.threads)
         else:
-            outcome = run_poll(client, request, last_total, threads, logins)
-        if isinstance(outcome.result, Counts):
-            last_total, tz_offset = outcome.result.total, outcome.result.tz_offset
+            if target.logins_after is None or target.logins_after != request.after:
+                target.logins = LoginTracker()  # not the target's last poll's pairs: count no logins this time
+            outcome = run_poll(target.client, request, target.threads, target.logins)
+            if isinstance(outcome.result, Counts):
+                target.logins_after = request.poll
         replies_out.write(framed(outcome))
         replies_out.flush()
 

@@ -1,4 +1,5 @@
-"""The HTTP side: ``/metrics``, a landing page at ``/`` and ``/healthz``, on one asyncio event loop.
+"""The HTTP side: ``/metrics``, ``/probe?target=<name>``, a landing page at ``/`` and ``/healthz``, on one
+asyncio event loop.
 
 Hostile clients cost little and are dropped soon: a connection is a few kilobytes, never a thread;
 each request, TLS handshake included, must arrive whole within ``REQUEST_TIMEOUT``; at most
@@ -23,11 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cmx_connect_exporter.exposition.snapshot import State
+from cmx_connect_exporter.config.targets import Target
+from cmx_connect_exporter.exposition.snapshot import Snapshot, Store
+from cmx_connect_exporter.outcome import REASON_TEXT
 from cmx_connect_exporter.web.auth import AuthGate, Verdict
 from cmx_connect_exporter.web.webconfig import CHALLENGE, OPEN_PATHS, WebConfig, load_web_config
 
@@ -55,41 +59,89 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-App = Callable[[str], Response]  # the path of a GET or HEAD
+class Targets(Protocol):
+    """What the HTTP side knows of the schedule: the targets, and probes of them."""
+
+    def targets(self) -> list[Target]: ...
+
+    def probed(self, name: str) -> bool: ...
+
+    def polled_here(self, name: str) -> bool | None: ...
 
 
-def make_app(state: State, healthy: Callable[[], bool]) -> App:
-    def app(path: str) -> Response:
+App = Callable[[str, str], Response]  # the path and the query of a GET or HEAD
+
+
+def make_app(store: Store, targets: Targets, healthy: Callable[[], bool], probed_mode: bool = False) -> App:
+    """In probed mode ``/metrics`` serves only the process-wide series: each target's come from ``/probe`` of
+    the one replica that polls it, and a target polled elsewhere would show here as never polled."""
+
+    def app(path: str, query: str) -> Response:
         if path == "/metrics":
-            return Response("200 OK", state.exposition(), CONTENT_TYPE_LATEST)
+            return Response("200 OK", store.exposition(targets=not probed_mode), CONTENT_TYPE_LATEST)
+        if path == "/probe":
+            return _probe(query, store, targets)
         if path == "/healthz":
             ok = healthy()
             return Response("200 OK", b"ok\n") if ok else Response("503 Service Unavailable", b"scheduler stopped\n")
         if path == "/":
-            return Response("200 OK", landing_page(state).encode(), "text/html; charset=utf-8")
+            return Response("200 OK", landing_page(store, targets).encode(), "text/html; charset=utf-8")
         return Response("404 Not Found", b"not found; try /metrics\n")
 
     return app
 
 
-def landing_page(state: State) -> str:
-    """Links and the current state; every value shown is the exporter's own, escaped."""
-    snap = state.snapshot
-    last = (datetime.fromtimestamp(snap.last_success, UTC).isoformat(timespec="seconds")
-            if snap.last_success else "never")
-    rows = [
-        ("CMX reachable (last poll)", "yes" if snap.up else "no"),
-        ("Active sessions (last complete poll)", str(snap.counts.total) if snap.counts else "none yet"),
-        ("Last successful poll", last),
-        ("Last error", snap.last_error or "none"),
-    ]
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+def _probe(query: str, store: Store, targets: Targets) -> Response:
+    """One configured target's series, by name only: a URL or credentials in the query are refused, as
+    blackbox_exporter does, so a scrape config can never point the exporter at a host of its choosing."""
+    params = parse_qs(query, keep_blank_values=True)
+    names = params.get("target", [])
+    if set(params) != {"target"} or len(names) != 1:
+        return Response("400 Bad Request",
+                        b"give exactly one parameter, target=<name> of a configured target; URLs and credentials "
+                        b"are never taken from the query, only from the targets file\n")
+    name = names[0]
+    state = store.get(name)
+    if state is None or not targets.probed(name):
+        shown = name[:64].translate(_ESCAPES)
+        return Response("404 Not Found",
+                        f"no target named {shown!r} is configured; the targets are listed at /\n".encode())
+    return Response("200 OK", state.exposition(), CONTENT_TYPE_LATEST)
+
+
+def landing_page(store: Store, targets: Targets) -> str:
+    """Links and every target's state; every value shown is the exporter's own, escaped."""
+    probed = [(target, targets.polled_here(target.name)) for target in targets.targets()]
+    mode = any(here is not None for _, here in probed)
+    head = ["CMX", "State", "Active sessions", "Last successful poll", "Last error", "Interval",
+            *(["Polled by this replica"] if mode else [])]
+    rows = []
+    for target, here in probed:
+        state = store.get(target.name)
+        snap = state.snapshot if state is not None else Snapshot()
+        error = snap.last_error
+        cells = [
+            target.name,
+            "up" if snap.up else ("never polled" if error is None else "down"),
+            str(snap.counts.total) if snap.counts else "none yet",
+            _time(snap.last_success),
+            f"{REASON_TEXT[error.reason]} ({error.reason}: {error})" if error is not None else "none",
+            f"{target.options.poll_interval:g} s",
+            *([("yes" if here else "no (not probed here lately)")] if mode else []),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    header = "<tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in head) + "</tr>"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>CMX Connect exporter</title></head>"
         "<body><h1>CMX Connect exporter</h1>"
-        "<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a></p>"
-        f"<table>{table}</table></body></html>"
+        "<p><a href='/metrics'>Metrics</a> (every target) &middot; /probe?target=&lt;name&gt; (one target) "
+        "&middot; <a href='/healthz'>Health</a></p>"
+        f"<table>{header}{''.join(rows)}</table></body></html>"
     )
+
+
+def _time(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds") if timestamp else "never"
 
 
 _METHOD_NOT_ALLOWED = Response("405 Method Not Allowed", b"only GET\n", headers=(("Allow", "GET, HEAD"),))
@@ -109,7 +161,7 @@ class _Request:
         parts = self.line.split(" ")
         self.valid = len(parts) == 3 and parts[2] in ("HTTP/1.0", "HTTP/1.1")
         self.method, target = (parts[0], parts[1]) if self.valid else ("", "")
-        self.path = target.partition("?")[0]
+        self.path, _, self.query = target.partition("?")
         self.headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -285,7 +337,7 @@ class HttpServer:
             verdict = await self._gate.verdict(request.headers.get("authorization"), address)
             if verdict is not Verdict.PASS:
                 return _UNAUTHORIZED if verdict is Verdict.FAIL else _BUSY
-        return self._app(request.path)
+        return self._app(request.path, request.query)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's own reports: out of file descriptors once a minute at most (it waits a second before

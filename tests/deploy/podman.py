@@ -116,7 +116,8 @@ def build_image() -> Built:
     base, base_seconds = base_image()
     with _exclusive():
         started = time.monotonic()
-        podman("build", "--no-cache", "--format", "docker", "--network", "host", *ULIMITS, "--volume", f"{HOST_CAS}:{HOST_CAS}:ro",
+        podman("build", "--no-cache", "--format", "docker", "--network", "host", *ULIMITS,
+               "--volume", f"{HOST_CAS}:{HOST_CAS}:ro",
                "--build-arg", f"PYTHON_IMAGE={base}", "--file", str(ROOT / "Dockerfile"), "--tag", IMAGE, str(ROOT),
                timeout=900)
         seconds = time.monotonic() - started

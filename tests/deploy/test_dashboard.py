@@ -11,7 +11,15 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from cmx_connect_exporter.counting import dimensions
 from cmx_connect_exporter.counting.dimensions import ACTIVE_SESSIONS, DIMENSIONS, Dimension
-from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_ERRORS, POLL_REQUESTS, UP
+from cmx_connect_exporter.exposition.names import (
+    BUILD_INFO,
+    LAST_SUCCESS,
+    POLL_DURATION,
+    POLL_ERRORS,
+    POLL_REQUESTS,
+    TARGET_LABEL,
+    UP,
+)
 
 from . import dashboard as board
 from .support import GRAFANA
@@ -134,3 +142,17 @@ def test_each_dimension_is_shown_now_and_stacked_over_time(dimension):
 ])
 def test_the_exporter_health_panels(needed):
     assert any(needed in target["expr"] for _, target in TARGETS)
+
+
+def test_a_cmx_variable_filters_every_query_about_a_cmx():
+    variables = {variable["name"]: variable for variable in DASHBOARD["templating"]["list"]}
+    assert board.variable_query(variables[TARGET_LABEL]).endswith(f", {TARGET_LABEL})")
+    per_cmx = [target["expr"] for _, target in TARGETS if BUILD_INFO.name not in target["expr"]]
+    assert all(f'{TARGET_LABEL}=~"${TARGET_LABEL}"' in expr for expr in per_cmx)
+
+
+def test_an_overview_table_with_one_row_per_cmx():
+    (overview,) = [panel for panel in PANELS if panel["type"] == "table"]
+    assert all(target["expr"].startswith(("max by (cmx)", "sum by (cmx)")) and target["format"] == "table"
+               and target["instant"] for target in overview["targets"])
+    assert [t["id"] for t in overview["transformations"]] == ["merge", "organize"]

@@ -5,10 +5,12 @@ import os
 
 import pytest
 import trustme
+import yaml
 
+from cmx_connect_exporter.config.targets import TargetsError
 from cmx_connect_exporter.settings import Settings, SettingsError, env_name, load_settings
 
-from .manifests import exporter_containers, web_config_folder
+from .manifests import exporter_containers, of_kind, web_config_folder
 from .support import DEPLOY, load_yaml
 
 KNOWN = {env_name(field) for field in Settings.model_fields}
@@ -55,8 +57,24 @@ def test_the_exporter_accepts_the_deploy_files_settings(environment, web_files, 
         monkeypatch.setenv(name, str(secret) if name in PATH_SETTINGS else str(value))
     if web_files is not None:
         monkeypatch.setenv("CMX_WEB_CONFIG_FILE", str(mount_web_config(tmp_path, web_files)))
+    if "CMX_TARGETS_FILE" in environment:
+        monkeypatch.setenv("CMX_TARGETS_FILE", str(shipped_targets_file(environment["CMX_TARGETS_FILE"], secret)))
     try:
         settings = load_settings([])
-    except SettingsError as error:
+        settings.targets()
+    except (SettingsError, TargetsError) as error:
         pytest.fail(str(error))
     assert settings.web_config.scheme == ("https" if web_files is not None else "http")
+
+
+def shipped_targets_file(path, secret):
+    """The targets file of the manifests' ConfigMap, as mounted at ``path``, with its password files at ``secret``."""
+    name = path.rsplit("/", 1)[1]
+    (text,) = [config["data"][name] for config in of_kind("ConfigMap") if name in config["data"]]
+    targets = yaml.safe_load(text)
+    for entry in [targets["defaults"], *targets["targets"]]:
+        if "password_file" in entry:
+            entry["password_file"] = str(secret)
+    written = secret.parent / name
+    written.write_text(yaml.safe_dump(targets))
+    return written

@@ -43,6 +43,7 @@ class Stack:
     job: str
     instance: str
     processes: dict  # name -> (Popen, log file)
+    cmx: str = "127.0.0.1"  # the one CMX's name: its URL's host
 
     def check_alive(self):
         for name, (process, log) in self.processes.items():
@@ -161,6 +162,7 @@ def grafana_values(stack, selected):
     return {
         "job": escaped(stack.job) if selected else ".*",
         "instance": escaped(stack.instance) if selected else ".*",
+        "cmx": escaped(stack.cmx) if selected else ".*",
         SITE.label: escaped(next(iter(SITES))) if selected else ".*",  # the simulator's largest site
         "__interval": f"{interval}s",
         "__interval_ms": str(interval * 1000),
@@ -209,7 +211,7 @@ def label_values(stack, query):
     return answer["data"]
 
 
-@pytest.mark.parametrize("name", ["job", "instance"])
+@pytest.mark.parametrize("name", ["job", "instance", "cmx"])
 def test_the_job_and_instance_variables_list_the_real_target(stack, name):
     (variable,) = [variable for variable in board.query_variables(DASHBOARD) if variable["name"] == name]
     query = board.substitute(board.variable_query(variable), grafana_values(stack, selected=False))

@@ -25,7 +25,8 @@ def test_built_in_kinds_pass_strict_validation():
 
 
 def test_the_exporter_runs_in_the_sidecar_pod_and_the_deployment():
-    assert {name for name, _, _ in exporter_containers()} == {"sidecar-pod.yaml", "deployment.yaml"}
+    assert {name for name, _, _ in exporter_containers()} == {"sidecar-pod.yaml", "deployment.yaml",
+                                                              "statefulset-sharded.yaml"}
 
 
 @pytest.mark.parametrize(("pod", "container"), exporter_params())
@@ -46,10 +47,21 @@ def test_exporter_container_is_hardened_and_probed(pod, container):
 def test_exporter_password_comes_from_a_secret_file(pod, container):
     env = {variable["name"]: variable for variable in container["env"]}
     assert "CMX_PASSWORD" not in env, "the password belongs in a file, not the environment"
-    password_file = env["CMX_PASSWORD_FILE"]["value"]
     secret_volumes = {volume["name"] for volume in pod["volumes"] if "secret" in volume}
     mounts = [mount for mount in container["volumeMounts"] if mount["name"] in secret_volumes]
-    assert any(password_file.startswith(mount["mountPath"].rstrip("/") + "/") for mount in mounts)
+    for password_file in password_files(env):
+        assert any(password_file.startswith(mount["mountPath"].rstrip("/") + "/") for mount in mounts)
+
+
+def password_files(env):
+    """CMX_PASSWORD_FILE, or every password_file of the targets file, read from its ConfigMap."""
+    if "CMX_TARGETS_FILE" not in env:
+        return [env["CMX_PASSWORD_FILE"]["value"]]
+    name = env["CMX_TARGETS_FILE"]["value"].rsplit("/", 1)[1]
+    (targets,) = [yaml.safe_load(config["data"][name]) for config in of_kind("ConfigMap") if name in config["data"]]
+    found = [entry["password_file"] for entry in [targets["defaults"], *targets["targets"]] if "password_file" in entry]
+    assert found
+    return found
 
 
 def test_the_service_monitor_scrapes_both_services_under_the_job_the_alerts_expect():

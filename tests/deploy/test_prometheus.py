@@ -10,6 +10,11 @@ def test_prometheus_config_is_valid_and_loads_the_rules():
     assert "SUCCESS: 1 rule files found" in output
 
 
+def test_sharded_prometheus_config_is_valid_and_loads_the_rules():
+    output = run_tool("promtool", "check", "config", PROMETHEUS / "prometheus-sharded.yml")
+    assert "SUCCESS: 1 rule files found" in output
+
+
 def test_alert_rules_are_valid():
     run_tool("promtool", "check", "rules", PROMETHEUS / "alerts.yml")
 

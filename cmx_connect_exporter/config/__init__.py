@@ -1,0 +1,1 @@
+"""What the exporter polls: the targets, from a YAML file or from the CMX_* settings as one target."""
