@@ -54,6 +54,7 @@ def test_empty_first_page_is_zero_sessions() -> None:
     add_page(responses.mock, 0, 1000, envelope([]))
     counts = poll(1000)
     assert counts.total == 0
+    assert counts.tz_offset == envelope([])["timeZoneOffset"], "an empty venue still says its time zone"
     assert all(values == {} for values in counts.by_label.values())
 
 

@@ -95,8 +95,8 @@ class _Prefetcher:
             if index <= expected_end:
                 depth = min(depth, (expected_end - index) // count + 1)
         wanted = {index + k * count for k in range(depth)}
-        for stale in self._in_flight.keys() - wanted:  # the walk moved off the expected indexes
-            self._in_flight.pop(stale).cancel()
+        # the walk moved off the expected indexes: those already sent finish before the next poll asks
+        self._threads.leave([self._in_flight.pop(stale) for stale in self._in_flight.keys() - wanted])
         for ahead in sorted(wanted - self._in_flight.keys()):
             self._in_flight[ahead] = self._threads.submit(self._fetch, ahead, count)
 
@@ -154,7 +154,8 @@ def _fold_page(fold: Fold, page: Page, index: int, page_size: int) -> tuple[int,
     if received > page_size:
         raise PollError("bad_response", f"page at index {index} holds {received} records, "
                                         f"more than the {page_size} asked for")
-    if received and not fold(page.records, page.tz_offset):
+    new = fold(page.records, page.tz_offset)  # an empty page too: its timeZoneOffset counts
+    if received and not new:
         raise PollError("pagination", f"page at index {index} holds only sessions already counted; "
                                       "the server seems to ignore 'index'")
     following = page.next_index

@@ -114,7 +114,9 @@ class Poller:
             log.warning("poll of %s failed: %s", target.name, error)
             return
         was_up = self._state.snapshot.up
-        self._last_total, self._last_poll, self._tz_offset = result.total, number, result.tz_offset
+        self._last_total, self._last_poll = result.total, number
+        if result.tz_offset is not None:  # a poll of an empty venue may see none: the last one still holds
+            self._tz_offset = result.tz_offset
         self._state.record_success(result, outcome.duration, outcome.requests)
         log.log(logging.DEBUG if was_up else logging.INFO,
                 "poll of %s complete: %d active sessions in %.2f s", target.name, result.total, outcome.duration)
