@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 _MS_ABOVE = 10**11
+_MAX_NUMBER = 10**15  # milliseconds past the year 33000: no time at all
 _EPOCH = datetime(1970, 1, 1)
 _fromisoformat = datetime.fromisoformat
 _NUMBER = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,9})?")
@@ -54,17 +55,22 @@ def epoch_seconds(value: Any, offset_s: int | None) -> float | None:
         except ValueError:  # the rarer forms: white space around it, a number with a fraction
             return _from_padded_text(value.strip(), offset_s)
         if moment.tzinfo is not None:
-            return moment.timestamp()
-        return None if offset_s is None else (moment - _EPOCH).total_seconds() - offset_s
+            return _after_epoch(moment.timestamp())
+        return None if offset_s is None else _after_epoch((moment - _EPOCH).total_seconds() - offset_s)
     if value.__class__ is int or value.__class__ is float:
         return _from_number(value)
     return None  # null, bool, lists and objects
 
 
 def _from_number(number: float) -> float | None:
-    if not number > 0 or number == float("inf"):  # also NaN
+    if not 0 < number < _MAX_NUMBER:  # also NaN, and integers too large to divide into a float
         return None
     return number / 1000 if number > _MS_ABOVE else float(number)
+
+
+def _after_epoch(seconds: float) -> float | None:
+    """A time at or before 1970 is a placeholder for none (such as 1970-01-01 or 0001-01-01), as 0 is."""
+    return seconds if seconds > 0 else None
 
 
 def _from_padded_text(text: str, offset_s: int | None) -> float | None:
