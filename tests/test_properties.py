@@ -173,15 +173,15 @@ def first_of_each_session(pages: list[list[dict[str, Any]]]) -> list[dict[str, A
 
 
 def exact_bytes(value: Any) -> int:
-    """The rule for a byte count, written out apart from the tally's: a non-negative whole number, or its digits.
+    """The rule for a byte count, written out apart from the tally's: a whole number from 0 to 2**63, or its digits.
 
     An integer is taken as the exporter receives it: orjson reads one past 64 bits as a float."""
     if type(value) is int:
         value = fast_loads(str(value))
     if type(value) is int or (type(value) is float and value.is_integer()):
-        return int(value) if value > 0 else 0
+        return int(value) if 0 < value < 2**63 else 0
     if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:
-        return int(value)
+        return int(value) if int(value) < 2**63 else 0
     return 0
 
 

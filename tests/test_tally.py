@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import responses
 
+from cmx_connect_exporter.counting import tally
 from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS, SITE, VISIT
-from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, cap_values, normalise
+from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, byte_count, cap_values, normalise
 from cmx_connect_exporter.outcome import PollError
 from cmx_pages import add_page, envelope, poll, record, serve_pages
 
@@ -131,3 +132,28 @@ def test_split_by_site_caps_the_sites_and_each_breakdown_within_a_site() -> None
         for values in sub.by_label.values():
             assert sum(values.values()) == sub.total and len(values) <= 3
     assert sum(sub.dwell.count for sub in counts.by_split.values()) + counts.unreadable_login_time == counts.total
+
+
+@pytest.mark.parametrize(("value", "count"), [
+    (5, 5), ("5", 5), (5.0, 5), (2**63 - 1, 2**63 - 1), (0, 0), (-5, 0), (5.5, 0), (True, 0),
+    (2**63, 0), (10**400, 0), (1.7e308, 0), ("99999999999999999999", 0), (None, 0), ("12a", 0),
+], ids=repr)
+def test_byte_count_is_a_plausible_counter_or_nothing(value: Any, count: int) -> None:
+    """A counter at or past 2**63 is no count: summed, such values would overflow the float the metric renders."""
+    assert byte_count(value) == count
+
+
+def test_huge_byte_counts_on_a_page_are_left_out_of_the_sum() -> None:
+    tally_ = Tally()
+    tally_.add_page([record(bytesSent=1.7e308), record(bytesSent=1.7e308), record(bytesSent=7)])
+    counts = tally_.counts(50)
+    assert counts.bytes_sent == 7
+
+
+def test_split_past_the_tracked_values_goes_to_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tally, "MAX_TRACKED_VALUES", 3)
+    tally_ = Tally(split_by=SITE.label)
+    tally_.add_page([record(**{SITE.keys[0]: f"Stand {i}"}) for i in range(6)])
+    counts = tally_.counts(50)
+    assert sorted(counts.by_split) == ["Stand 0", "Stand 1", "Stand 2", "other"]
+    assert counts.by_split["other"].total == 3

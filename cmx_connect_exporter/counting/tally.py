@@ -39,6 +39,8 @@ MAX_TRACKED_VALUES = 10_000
 _MAX_CACHED_VALUES = 4096
 _SENT_KEY, _RECEIVED_KEY = BYTES_KEYS["sent"], BYTES_KEYS["received"]
 _MAX_BYTES_DIGITS = 20
+# A byte counter at or past 2**63 is no count: read as 0, so that no sum can overflow a float when rendered.
+_MAX_BYTES = 2**63
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
@@ -70,13 +72,13 @@ def cap_values(counts: Mapping[str, int], limit: int) -> dict[str, int]:
 
 
 def byte_count(value: Any) -> int:
-    """A byte counter from a record: a non-negative integer, or its digits as text; else 0."""
+    """A byte counter from a record: a non-negative integer below 2**63, or its digits as text; else 0."""
     if value.__class__ is int:
-        return value if value > 0 else 0
+        return value if 0 < value < _MAX_BYTES else 0
     if value.__class__ is float:
-        return int(value) if value > 0 and value.is_integer() else 0
+        return int(value) if 0 < value < _MAX_BYTES and value.is_integer() else 0
     if value.__class__ is str and len(value) <= _MAX_BYTES_DIGITS and value.isascii() and value.isdigit():
-        return int(value)
+        return byte_count(int(value))
     return 0
 
 
@@ -187,7 +189,7 @@ class Tally:
     def _group(self, value: str) -> _Group:
         group = self._groups.get(value)
         if group is None:
-            if len(self._groups) >= MAX_TRACKED_VALUES:
+            if value != OTHER and len(self._groups) >= MAX_TRACKED_VALUES:
                 return self._group(OTHER)
             group = self._groups[value] = _Group(len(self._labels))
         return group
@@ -336,7 +338,7 @@ def _hashable(value: Any) -> Any:
 def _byte_sum(records: list[dict[str, Any]], key: str) -> int:
     """The sum of a byte counter over records; in C when every value is a non-negative int, as usual."""
     values = list(map(dict.get, records, repeat(key)))
-    if set(map(type, values)) <= {int} and (not values or min(values) >= 0):
+    if set(map(type, values)) <= {int} and (not values or (min(values) >= 0 and max(values) < _MAX_BYTES)):
         return sum(values)
     return sum(map(byte_count, values))
 
