@@ -5,7 +5,7 @@
 
 The sample sits between the ``<!-- metrics-sample -->`` marker and the end of the code block after it.
 The demo's simulator is seeded and its first poll is sequential, so every count and every series is the
-same at each run; only what measures time or the processes (timestamps, durations, dwell, ``process_*``)
+same at each run; only what measures time or the processes (timestamps, durations, dwell, visit, ``process_*``)
 changes, so ``--check`` compares those by name and the rest by value. tests/test_readme_metrics.py
 runs the check.
 """
@@ -24,14 +24,16 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from cmx_connect_exporter.counting.dimensions import DWELL
+from cmx_connect_exporter.counting.dimensions import DWELL, VISIT
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, POLL_WORKER_NAMESPACE, TARGET_LABEL, UP
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "<!-- metrics-sample -->"
-# Samples whose values differ at each run, whatever the code: the dwell too, measured to the poll's time.
+# Samples whose values differ at each run, whatever the code: the dwell too, measured to the poll's time,
+# and new vs returning, which moves with the time of day (the demo's logins are placed relative to now,
+# and a visit returns when its first login falls on an earlier local day).
 VOLATILE_PREFIXES = ("process_", f"{POLL_WORKER_NAMESPACE}_process_", LAST_SUCCESS.name, POLL_DURATION.name,
-                     DWELL.metric)
+                     DWELL.metric, VISIT.metric)
 WAIT = 60.0
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
