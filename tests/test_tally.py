@@ -157,3 +157,11 @@ def test_split_past_the_tracked_values_goes_to_other(monkeypatch: pytest.MonkeyP
     counts = tally_.counts(50)
     assert sorted(counts.by_split) == ["Stand 0", "Stand 1", "Stand 2", "other"]
     assert counts.by_split["other"].total == 3
+
+
+def test_values_python_thinks_equal_keep_their_own_labels() -> None:
+    """JSON's true, 1 and 1.0 are one dict key to Python; as labels they are unknown, 1 and 1.0."""
+    for order in ([True, 1, 1.0], [1.0, 1, True]):
+        tally_ = Tally()
+        tally_.add_page([record(device=value) for value in order])
+        assert tally_.counts(50).by_label[DEVICE.label] == {"unknown": 1, "1": 1, "1.0": 1}

@@ -309,30 +309,29 @@ def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> s
     return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
 
 
-class _Unhashable:
-    """Stands for a list or an object where a label value should be: it counts as ``unknown``."""
-
-
-_UNHASHABLE = _Unhashable()
-
-
 def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
     """How often each raw value of a dimension occurs, read from ``first``, else the first of ``others`` present."""
     try:
         found = Counter(map(dict.get, records, repeat(first)))
-    except TypeError:  # a list or an object as the value: counted apart, as unknown
-        found = Counter(_hashable(record.get(first)) for record in records)
+    except TypeError:  # a list or an object as a value
+        found = Counter({_NOT_TEXT: 1})
+    if any(raw is not None and raw.__class__ is not str for raw in found):
+        found = Counter(_countable(record.get(first)) for record in records)
     missing = found.pop(None, 0)
     if missing and others:
-        found.update(_hashable(next((v for k in others if (v := record.get(k)) is not None), None))
+        found.update(_countable(next((v for k in others if (v := record.get(k)) is not None), None))
                      for record in records if record.get(first) is None)
     elif missing:
         found[None] = missing
     return found
 
 
-def _hashable(value: Any) -> Any:
-    return _UNHASHABLE if isinstance(value, list | dict) else value
+_NOT_TEXT = object()  # stands for values that are not text, which are counted again one by one
+
+
+def _countable(value: Any) -> Any:
+    """Text as it is; any other value as its label: JSON's true, 1 and 1.0 are one key to Python, three labels here."""
+    return value if value is None or value.__class__ is str else normalise(value)
 
 
 def _byte_sum(records: list[dict[str, Any]], key: str) -> int:
