@@ -80,6 +80,7 @@ targets:
 
 
 BAD = [
+    ("targets: [{name: a, url: 'https://a'}]\n1: x\nb: y", None, "'1'"),
     ("targets: [{name: a, url: 'https://a'}, {name: a, url: 'https://b'}]", "'a'", "'name'"),
     ("targets: [{name: a, url: 'ftp://a'}]", "'a'", "'url'"),
     ("targets: [{name: a, url: 'https://user:pw@a'}]", "'a'", "'url'"),

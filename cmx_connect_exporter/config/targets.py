@@ -251,8 +251,8 @@ def load_targets(path: Path) -> tuple[Target, ...]:
         raise fail(None, None, "is not valid YAML" + (f" (line {line + 1})" if line is not None else "")) from None
     if not isinstance(document, dict):
         raise fail(None, None, "must be a mapping with 'defaults' and 'targets'")
-    if unknown := sorted(set(document) - {"defaults", "targets"}):
-        raise fail(None, str(unknown[0]), "is not a known key; the file has 'defaults' and 'targets'")
+    if unknown := sorted(map(str, set(document) - {"defaults", "targets"})):  # keys may be numbers too
+        raise fail(None, unknown[0], "is not a known key; the file has 'defaults' and 'targets'")
     defaults = document.get("defaults") or {}
     entries = document.get("targets")
     if not isinstance(defaults, dict):
