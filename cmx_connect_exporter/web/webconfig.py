@@ -156,10 +156,6 @@ class BasicAuth:
         self._passed: set[bytes] = set()
         self._lock = threading.Lock()
 
-    def check(self, header: str | None) -> bool:
-        presented = credentials(header)
-        return presented is not None and (self.remembered(presented) or self.verify(presented))
-
     def remembered(self, presented: bytes) -> bool:
         """Whether these ``user:password`` bytes passed before: a keyed hash, no bcrypt."""
         return hmac.new(self._key, presented, hashlib.sha256).digest() in self._passed
