@@ -27,6 +27,7 @@ class ClientOptions:
     verify: bool | str
     max_retry_wait: float
     ca_digest: bytes = b""  # the CA bundle's: a renewed bundle makes new options, so the worker makes a new client
+    configured_in: str | None = None  # Target.configured_in, which the client's errors name
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,7 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
 
 def _client(options: ClientOptions) -> CmxClient:
     return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
-                     verify=options.verify, max_retry_wait=options.max_retry_wait)
+                     verify=options.verify, max_retry_wait=options.max_retry_wait, configured_in=options.configured_in)
 
 
 if __name__ == "__main__":
