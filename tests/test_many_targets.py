@@ -115,6 +115,38 @@ def test_a_crashed_worker_loses_only_its_poll_and_is_replaced() -> None:
     assert first not in pool.pids
 
 
+def wait_for_no_connections(sim: Simulator, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while sim.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.open_connections == 0, "a worker still holds a connection to the removed target's CMX"
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_workers_forget_a_target_a_reload_removed(busy: bool) -> None:
+    """Each worker keeps a client per target, with its connections open; once the target is no longer
+    configured, an idle worker closes them at once, and a worker busy with its poll as that poll ends."""
+    with Simulator(sessions=400, seed=41) as kept, Simulator(sessions=400, seed=42) as removed:
+        pool = WorkerPool(Hello(log_level="warning", log_format="text"), size=2)
+        try:
+            for sim in (kept, removed):
+                assert counts_of(pool.poll(request(sim))).total == sim.active_counts().total
+            assert kept.open_connections and removed.open_connections, "connections stay open between polls"
+            removed.latency = 0.3  # two pages: a reload comes while its poll is in flight
+            polling = threading.Thread(target=pool.poll, args=(request(removed),))
+            if busy:
+                polling.start()
+                time.sleep(0.2)
+            pool.keep([request(kept).target])
+            if busy:
+                polling.join(30)
+            wait_for_no_connections(removed)
+            assert counts_of(pool.poll(request(kept))).total == kept.active_counts().total
+            assert kept.open_connections, "the target still configured keeps its client"
+        finally:
+            pool.close()
+
+
 def request(sim: Simulator) -> PollRequest:
     client = ClientOptions(url=sim.url, username="demo", password="demo", timeout=5.0, verify=True,
                            max_retry_wait=5.0)

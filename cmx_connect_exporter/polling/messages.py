@@ -74,6 +74,14 @@ class VisitorsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """Targets a reload removed: the worker closes what it keeps of each (client, connections, page threads,
+    login pairs), so that no connection to a CMX outlives its target. It has no answer."""
+
+    targets: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class PollOutcome:
     """What one poll found, the HTTP requests it made, and how long it took in the worker (never its start)."""
 
