@@ -20,6 +20,7 @@ from cmx_connect_exporter.counting.dimensions import (
     FIRST_LOGIN_KEY,
     LABELS,
     LAST_LOGIN_KEY,
+    LAST_LOGOUT_KEYS,
     NEW,
     RETURNING,
     VISIT,
@@ -163,16 +164,19 @@ class Tally:
 
     ``labels`` names the breakdowns to count (CMX_DIMENSIONS): a dimension left out is never read.
     ``split_by`` names a label whose every value gets counts of its own (CMX_SPLIT_BY).
+    The histogram measures each session's dwell, ``now`` minus its last login; with ``stays``, it measures
+    instead how long the sessions that have left stayed, their logout minus their last login.
     """
 
     def __init__(self, expected_sessions: int = 0, *, labels: Iterable[str] = LABELS, split_by: str | None = None,
-                 now: float | None = None, logins: Logins | None = None) -> None:
+                 now: float | None = None, logins: Logins | None = None, stays: bool = False) -> None:
         self.total = 0
         self.unreadable_login_time = 0
         self.tz_offset: int | None = None  # the last page's timeZoneOffset, as sent
         self._seen = SeenKeys(expected_sessions)
         self._now = time.time() if now is None else now
         self._logins = logins
+        self._stays = stays
         self._split_by = split_by
         wanted = [BY_LABEL[label] for label in labels if label != split_by]
         self._labels = tuple(d.label for d in wanted if not d.derived)
@@ -239,7 +243,7 @@ class Tally:
                 _add_to(counter, self._value(raw), n)
         group.sent += _byte_sum(records, _SENT_KEY)
         group.received += _byte_sum(records, _RECEIVED_KEY)
-        now = self._now
+        now, stays = self._now, self._stays
         buckets = group.dwell
         dwell_sum = 0.0
         visits: dict[str, int] | None = {} if self._visit else None
@@ -252,9 +256,11 @@ class Tally:
                 if visits is not None:
                     visits[UNKNOWN] = visits.get(UNKNOWN, 0) + 1
                 continue
-            dwell = now - login if now > login else 0.0  # a login in the future is clock skew
-            buckets[bisect_left(DWELL_BUCKETS, dwell)] += 1
-            dwell_sum += dwell
+            end = _logout(record, login, offset) if stays else now
+            if end is not None:
+                dwell = end - login if end > login else 0.0  # a login in the future is clock skew
+                buckets[bisect_left(DWELL_BUCKETS, dwell)] += 1
+                dwell_sum += dwell
             if key is not None:
                 pairs.append(hash((key, login)))
             if visits is not None:
@@ -307,6 +313,15 @@ def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> s
     if first is None:
         return UNKNOWN
     return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
+
+
+def _logout(record: dict[str, Any], login: float, offset: int | None) -> float | None:
+    """When the session left, or None while it is connected: a logout before the last login is an earlier visit's."""
+    raw = record.get(LAST_LOGOUT_KEYS[0])
+    if raw is None:
+        raw = record.get(LAST_LOGOUT_KEYS[1])
+    logout = epoch_seconds(raw, offset)
+    return logout if logout is not None and logout >= login else None
 
 
 def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
