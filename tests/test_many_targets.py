@@ -16,7 +16,7 @@ import pytest
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS
 from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
-from cmx_connect_exporter.polling.pool import WorkerPool
+from cmx_connect_exporter.polling.pool import GROW_AFTER, WorkerPool
 from cmx_simulator import Simulator
 from exporter_process import ExporterProcess, console_script, of_target, poll_errors, session_counts, up
 
@@ -113,6 +113,29 @@ def test_a_crashed_worker_loses_only_its_poll_and_is_replaced() -> None:
     assert isinstance(outcome[0].result, PollError) and outcome[0].result.reason == "internal"
     assert counts_of(again).total == slow.active_counts().total
     assert first not in pool.pids
+
+
+def test_polls_queued_behind_a_worker_that_turns_over_share_it() -> None:
+    """Eight polls at once, as targets starting together: each waits for the one worker, past GROW_AFTER for
+    the last ones, but the worker ends a poll every 50 ms or so, so no second worker (35 MiB) is started."""
+    with Simulator(sessions=200, seed=43) as sim:
+        sim.latency = 0.05
+        pool = WorkerPool(Hello(log_level="warning", log_format="text"), size=4)
+        try:
+            assert counts_of(pool.poll(request(sim))).total == sim.active_counts().total
+            outcomes: list[PollOutcome] = []
+            polls = [threading.Thread(target=lambda: outcomes.append(pool.poll(request(sim)))) for _ in range(8)]
+            started = time.monotonic()
+            for poll in polls:
+                poll.start()
+            for poll in polls:
+                poll.join(30)
+            waited = time.monotonic() - started
+            assert [counts_of(o).total for o in outcomes] == [sim.active_counts().total] * 8
+            assert waited > GROW_AFTER, "the last polls waited longer than GROW_AFTER for the worker"
+            assert len(pool.pids) == 1
+        finally:
+            pool.close()
 
 
 def wait_for_no_connections(sim: Simulator, within: float = 10.0) -> None:

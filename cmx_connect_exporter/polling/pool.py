@@ -2,12 +2,13 @@
 
 A process per target would cost some 35 MiB each, 3.5 GiB for 100 targets; one process for all would let a
 hung CMX hold every other target's poll. A small pool does neither. It starts with one worker and adds one
-(up to ``size``) only when a poll has waited ``GROW_AFTER`` for a free one: a hung target holds one worker
-until its own poll deadline (the handle kills and replaces it then), and the polls behind it get a new
-worker within about half a second. So ``size - 1`` targets can hang at once without delaying the others,
-while polls that merely follow each other share one worker. A target's polls go back to the worker that
-polled it last while it is free, which keeps its connections open; a target a reload removed is forgotten
-by every worker, and a retired worker by the pool.
+(up to ``size``) only when a poll has waited ``GROW_AFTER`` for a free one and no worker has taken or ended a
+poll meanwhile: a hung target holds one worker until its own poll deadline (the handle kills and replaces it
+then), and the polls behind it get a new worker within about half a second. So ``size - 1`` targets can hang
+at once without delaying the others, while polls that merely follow each other share one worker, however
+many queue behind it at once (100 targets starting together), as long as it keeps turning over. A target's
+polls go back to the worker that polled it last while it is free, which keeps its connections open; a target
+a reload removed is forgotten by every worker, and a retired worker by the pool.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class WorkerPool:
         self._all: list[PollWorker] = []
         self._last_worker: dict[str, PollWorker] = {}
         self._current: frozenset[str] | None = None  # the targets configured, once a reload has said
+        self._turned = time.monotonic()  # when a worker last took or ended a poll
         self._starting = False
         self._closed = False
 
@@ -79,6 +81,7 @@ class WorkerPool:
             return worker.poll(request)
         finally:
             with self._cond:
+                self._turned = time.monotonic()
                 retire = self._closed or len(self._all) > self._size
                 if retire:
                     self._all.remove(worker)
@@ -99,7 +102,7 @@ class WorkerPool:
                 if self._closed:
                     raise WorkerClosed
                 now = time.monotonic()
-                if not self._all or now >= grow_at:
+                if not self._all or (now >= grow_at and now - self._turned >= GROW_AFTER):
                     self._grow()
                 left = deadline - now
                 if left <= 0:
@@ -110,6 +113,7 @@ class WorkerPool:
             preferred = self._last_worker.get(target)
             worker = preferred if preferred in self._idle else self._idle[-1]
             self._idle.remove(worker)
+            self._turned = time.monotonic()
             return worker
 
     def _grow(self) -> None:
