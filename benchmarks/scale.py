@@ -122,8 +122,9 @@ def scale_run(count: int, interval: float, intervals: int, workdir: Path) -> Sca
 
 
 def _scrape_process(port: int, seconds: float, out: Connection) -> None:
-    """The scrape timings of run.py's scrapers, fewer of them and slower: the text of 100 targets is large."""
-    out.send(asyncio.run(_scrape_loop(port, seconds, SCRAPERS, SCRAPE_PAUSE))[0])
+    """The scrape timings of run.py's scrapers, fewer of them and slower: the text of 100 targets is large. They
+    ask for gzip, as Prometheus does."""
+    out.send(asyncio.run(_scrape_loop(port, seconds, SCRAPERS, SCRAPE_PAUSE, gzip=True))[0])
 
 
 def watch(run: ScaleRun, pid: int, base: str, interval: float, intervals: int, count: int) -> ScaleRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,7 @@ def test_the_cached_rendering_follows_every_change_and_equals_a_fresh_one() -> N
         seen.append(state.exposition())
         assert store.exposition() == join_families([split_families(fresh_render(s, clock)) for s in (state, other)]) \
             + generate_latest(store.registry)
+        assert zlib.decompress(store.exposition(gzipped=True), 31) == store.exposition(), "its gzip follows too"
 
     assert seen[0] == fresh_render(state, clock)
     clock.now += 60
