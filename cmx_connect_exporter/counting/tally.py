@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import heapq
+import secrets
 import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from functools import cached_property
 from itertools import repeat
 from typing import Any
 
@@ -41,6 +42,10 @@ _SENT_KEY, _RECEIVED_KEY = BYTES_KEYS["sent"], BYTES_KEYS["received"]
 _MAX_BYTES_DIGITS = 20
 # A byte counter at or past 2**63 is no count: read as 0, so that no sum can overflow a float when rendered.
 _MAX_BYTES = 2**63
+_MASK_64 = 2**64 - 1
+# Logins keep their pairs in 2**8 buckets, by the top 8 bits of the mixed hash.
+_LOGIN_BUCKETS = 256
+_LOGIN_BUCKET_SHIFT = 64 - 8
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
@@ -85,44 +90,47 @@ def byte_count(value: Any) -> int:
 class Logins:
     """The (session, lastLoginTime) pairs of one poll, and how many were not in the previous poll's.
 
-    Pairs are 64-bit hashes in flat arrays, 8 bytes each. Each page's are sorted, looked up in the
-    previous poll's sorted array by bisection, and kept as a sorted run; the runs are merged once
-    at the end. Sorting them all at once would make a Python int of each, 40 bytes a session for a
-    moment; two hash tables would hold four times the memory, and a set ten times.
+    Pairs are 64-bit hashes in flat arrays, 8 bytes each, spread over buckets by their top bits.
+    Each bucket is compared with the previous poll's once, at the end, as two sets a few thousand
+    ints large, in C: no per-pair lookup, no sort and no merge. Each hash is first multiplied by a
+    random odd number drawn per tracker (mod 2**64, a bijection), so that crafted pairs can neither
+    crowd one bucket nor collide in a set.
     """
 
-    def __init__(self, previous: array[int] | None) -> None:
-        self._runs: list[array[int]] = []
+    def __init__(self, previous: list[array[int]] | None, multiplier: int) -> None:
+        self.buckets: list[array[int]] = [array("Q") for _ in range(_LOGIN_BUCKETS)]
         self._previous = previous
-        self.new = 0
+        self._multiplier = multiplier
 
-    def see(self, pairs: list[int]) -> None:
+    def see(self, pairs: Iterable[int]) -> None:
         """Take a page's pairs, each ``hash((session key, login time))``."""
-        pairs.sort()
-        previous = self._previous
-        if previous is not None:
-            end = len(previous)
-            self.new += sum(1 for pair in pairs if (i := bisect_left(previous, pair)) == end or previous[i] != pair)
-        self._runs.append(array("q", pairs))
+        buckets, multiplier = self.buckets, self._multiplier
+        for pair in pairs:
+            mixed = pair * multiplier & _MASK_64
+            buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
 
-    def pairs(self) -> array[int]:
-        """This poll's pairs, sorted, for the next poll to look its pairs up in."""
-        return array("q", heapq.merge(*self._runs))
+    @cached_property
+    def new(self) -> int:
+        """How many of this poll's pairs the previous poll did not have; 0 without a previous poll."""
+        previous, self._previous = self._previous, None  # not needed once compared
+        if previous is None:
+            return 0
+        return sum(len(set(mine).difference(theirs)) for mine, theirs in zip(self.buckets, previous, strict=True))
 
 
 class LoginTracker:
-    """Keeps the sorted pairs of the last completed poll, 8 bytes a session, for the next poll to compare."""
+    """Keeps the pairs of the last completed poll, 8 bytes a session, for the next poll to compare."""
 
     def __init__(self) -> None:
-        self._previous: array[int] | None = None
+        self._previous: list[array[int]] | None = None
+        self._multiplier = secrets.randbits(64) | 1
 
     def start(self) -> Logins:
-        return Logins(self._previous)
+        return Logins(self._previous, self._multiplier)
 
     def commit(self, logins: Logins) -> None:
         """The poll completed: its pairs are what the next one compares against."""
-        self._previous = None  # freed before the merge, which builds its successor
-        self._previous = logins.pairs()
+        self._previous = logins.buckets
 
 
 class _Group:
