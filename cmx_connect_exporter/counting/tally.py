@@ -10,10 +10,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import cached_property
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any
 
-from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
+from cmx_connect_exporter.counting.dedupe import SeenKeys, session_keys
 from cmx_connect_exporter.counting.dimensions import (
     BY_LABEL,
     BYTES_KEYS,
@@ -228,17 +228,13 @@ class Tally:
 
     def _fresh(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[int | None]]:
         """The page's records of sessions not yet counted in this poll, and their session keys."""
-        seen_add = self._seen.add
-        fresh: list[dict[str, Any]] = []
-        keys: list[int | None] = []
-        for record in records:
-            if record.__class__ is not dict:
-                raise PollError("bad_response", "a record is not a JSON object")
-            key = session_key(record)
-            if key is None or seen_add(key):
-                fresh.append(record)
-                keys.append(key)
-        return fresh, keys
+        if not set(map(type, records)) <= {dict}:
+            raise PollError("bad_response", "a record is not a JSON object")
+        keys = session_keys(records)
+        new = self._seen.add_all(keys)
+        if all(new):
+            return records, keys
+        return list(compress(records, new)), list(compress(keys, new))
 
     def _add(self, group: _Group, records: list[dict[str, Any]], keys: list[int | None], offset: int | None) -> None:
         group.total += len(records)
