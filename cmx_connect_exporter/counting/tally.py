@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import cached_property
 from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 from cmx_connect_exporter.counting.dedupe import SeenKeys, session_keys
@@ -102,12 +103,14 @@ class Logins:
         self._previous = previous
         self._multiplier = multiplier
 
-    def see(self, pairs: Iterable[int]) -> None:
-        """Take a page's pairs, each ``hash((session key, login time))``."""
+    def see(self, keys: Iterable[int | None], logins: Iterable[float | None]) -> None:
+        """Take a page's session keys and login times; a pair without either is left out."""
         buckets, multiplier = self.buckets, self._multiplier
-        for pair in pairs:
-            mixed = pair * multiplier & _MASK_64
-            buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
+        for pair in zip(keys, logins, strict=True):
+            if pair[0] is not None and pair[1] is not None:
+                mixed = hash(pair) * multiplier & _MASK_64
+                mixed ^= mixed >> 32  # the low bits a set reads then depend on the high bits too
+                buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
 
     @cached_property
     def new(self) -> int:
@@ -243,33 +246,23 @@ class Tally:
                 _add_to(counter, self._value(raw), n)
         group.sent += _byte_sum(records, _SENT_KEY)
         group.received += _byte_sum(records, _RECEIVED_KEY)
+        lasts = list(map(dict.get, records, repeat(LAST_LOGIN_KEY)))
+        logins = list(map(epoch_seconds, lasts, repeat(offset)))
+        unreadable = logins.count(None)
+        self.unreadable_login_time += unreadable
         now = self._now
-        buckets = group.dwell
-        dwell_sum = 0.0
-        visits: dict[str, int] | None = {} if self._visit else None
-        pairs: list[int] = []  # (session, login) pairs for the logins
-        for record, key in zip(records, keys, strict=True):
-            last = record.get(LAST_LOGIN_KEY)
-            login = epoch_seconds(last, offset)
-            if login is None:
-                self.unreadable_login_time += 1
-                if visits is not None:
-                    visits[UNKNOWN] = visits.get(UNKNOWN, 0) + 1
-                continue
-            dwell = now - login if now > login else 0.0  # a login in the future is clock skew
-            buckets[bisect_left(DWELL_BUCKETS, dwell)] += 1
-            dwell_sum += dwell
-            if key is not None:
-                pairs.append(hash((key, login)))
-            if visits is not None:
-                value = _visit(record.get(FIRST_LOGIN_KEY), last, login, offset)
-                visits[value] = visits.get(value, 0) + 1
-        group.dwell_sum += dwell_sum
-        if visits:
+        readable = [login for login in logins if login is not None] if unreadable else logins
+        dwells = [now - login if now > login else 0.0 for login in readable]  # a login in the future is clock skew
+        for bucket, n in Counter(map(bisect_left, repeat(DWELL_BUCKETS), dwells)).items():
+            group.dwell[bucket] += n
+        group.dwell_sum += sum(dwells)
+        if self._visit:
+            visits = Counter(map(_visit, map(dict.get, records, repeat(FIRST_LOGIN_KEY)), lasts, logins,
+                                 repeat(offset)))
             for value, n in visits.items():
                 _add_to(group.counters[-1], value, n)
         if self._logins is not None:
-            self._logins.see(pairs)
+            self._logins.see(keys, logins)
 
     def _split_value(self, record: Mapping[str, Any]) -> str:
         return self._value(next((v for k in self._split_keys if (v := record.get(k)) is not None), None))
@@ -301,9 +294,9 @@ class Tally:
                       **whole)
 
 
-def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> str:
+def _visit(raw_first: Any, raw_last: Any, login: float | None, offset: int | None) -> str:
     """New or returning, by the local days of the first and last logins; unknown when either is unreadable."""
-    if offset is None:
+    if offset is None or login is None:
         return UNKNOWN
     if raw_first == raw_last:  # a first visit, as often: no second time to read
         return NEW
@@ -315,16 +308,17 @@ def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> s
 
 def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
     """How often each raw value of a dimension occurs, read from ``first``, else the first of ``others`` present."""
+    values = list(map(dict.get, records, repeat(first)))
     try:
-        found = Counter(map(dict.get, records, repeat(first)))
+        found = Counter(values)
     except TypeError:  # a list or an object as a value
         found = Counter({_NOT_TEXT: 1})
     if any(raw is not None and raw.__class__ is not str for raw in found):
-        found = Counter(_countable(record.get(first)) for record in records)
+        found = Counter(map(_countable, values))
     missing = found.pop(None, 0)
-    if missing and others:
+    if missing and others:  # the few records without ``first``, picked out in C
         found.update(_countable(next((v for k in others if (v := record.get(k)) is not None), None))
-                     for record in records if record.get(first) is None)
+                     for record in compress(records, map(is_, values, repeat(None))))
     elif missing:
         found[None] = missing
     return found
