@@ -103,14 +103,16 @@ class Logins:
         self._previous = previous
         self._multiplier = multiplier
 
-    def see(self, keys: Iterable[int | None], logins: Iterable[float | None]) -> None:
+    def see(self, keys: list[int | None], logins: list[float | None]) -> None:
         """Take a page's session keys and login times; a pair without either is left out."""
+        pairs = zip(keys, logins, strict=True)
+        if None in keys or None in logins:
+            pairs = (pair for pair in pairs if None not in pair)
         buckets, multiplier = self.buckets, self._multiplier
-        for pair in zip(keys, logins, strict=True):
-            if pair[0] is not None and pair[1] is not None:
-                mixed = hash(pair) * multiplier & _MASK_64
-                mixed ^= mixed >> 32  # the low bits a set reads then depend on the high bits too
-                buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
+        for pair_hash in map(hash, pairs):
+            mixed = pair_hash * multiplier & _MASK_64
+            mixed ^= mixed >> 32  # the low bits a set reads then depend on the high bits too
+            buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
 
     @cached_property
     def new(self) -> int:
