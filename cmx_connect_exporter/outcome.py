@@ -74,7 +74,9 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class Visitors:
-    """Distinct sessions with a login since CMX's last local midnight, and how many were new or returning."""
+    """Distinct sessions with a login since CMX's last local midnight, how many were new or returning, and how
+    long those who have left stayed."""
 
     total: int
     by_visit: Mapping[str, int]
+    stays: Dwell = field(default_factory=Dwell)

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 
+from cmx_connect_exporter.counting.dimensions import LAST_LOGOUT_KEYS
 from cmx_simulator.api import CLIENTS_PATH
 from cmx_simulator.records import DEFAULT_TIME_FORMAT, TIME_FORMATS
 from cmx_simulator.server import Simulator
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         "--time-format", choices=sorted(TIME_FORMATS), default=DEFAULT_TIME_FORMAT,
         help=f"how records write their times (default {DEFAULT_TIME_FORMAT}: CMX local time, YYYY-MM-DD HH:MM:SS)",
     )  # fmt: skip
+    parser.add_argument("--logout-key", choices=LAST_LOGOUT_KEYS, default=LAST_LOGOUT_KEYS[0],
+                        help="how records spell the logout time (a Cisco sample app reads lastLogoutTIme)")
     parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     args = parser.parse_args(argv)
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         error_rate=args.error_rate,
         churn=args.churn,
         time_format=args.time_format,
+        logout_key=args.logout_key,
         certfile=args.tls_cert,
         keyfile=args.tls_key,
     ).start()

@@ -67,6 +67,7 @@ class SessionTruth:
     portal_type: str  # the record's ``type``
     first_login: int  # firstLoginTime, epoch seconds
     last_login: int  # lastLoginTime, epoch seconds
+    logout: int | None  # lastLogoutTime, epoch seconds; None when the record sends null
     bytes_sent: int
     bytes_received: int
 
@@ -78,6 +79,12 @@ class SessionTruth:
     def dwell(self, now: float) -> float:
         """Seconds since the last login, at ``now`` (epoch seconds)."""
         return now - self.last_login
+
+    @property
+    def stay(self) -> int | None:
+        """How long the guest stayed, once gone: None while connected, as a logout before the last login is
+        the previous visit's."""
+        return None if self.logout is None or self.logout < self.last_login else self.logout - self.last_login
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class VenueCounts:
     new: int  # the rest: first login on the day of the last
     bytes_sent: int
     bytes_received: int
+    stays: tuple[int, ...] = ()  # of the sessions that have left: logout minus last login, seconds
 
     @classmethod
     def of(cls, sessions: Iterable[SessionTruth]) -> VenueCounts:
@@ -106,6 +114,7 @@ class VenueCounts:
             new=len(sessions) - returning,
             bytes_sent=sum(s.bytes_sent for s in sessions),
             bytes_received=sum(s.bytes_received for s in sessions),
+            stays=tuple(stay for s in sessions if (stay := s.stay) is not None),
         )
 
 
@@ -315,6 +324,7 @@ class Population:
                     portal_type=spot.portal_type,
                     first_login=past.first_login,
                     last_login=s.login,
+                    logout=past.logout,
                     bytes_sent=past.bytes_sent,
                     bytes_received=past.bytes_received,
                 )

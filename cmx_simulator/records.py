@@ -17,6 +17,7 @@ import random
 import unicodedata
 from collections.abc import Callable
 
+from cmx_connect_exporter.counting.dimensions import LAST_LOGOUT_KEYS
 from cmx_simulator.population import TIME_ZONE_OFFSET_MS, Population, Session, format_mac
 from cmx_simulator.vocabulary import (
     BANDWIDTHS,
@@ -142,9 +143,13 @@ def _guest_fragments() -> tuple[str, ...]:
 class Records:
     """Each session's record, built once and kept until the session changes. Callers serialise access."""
 
-    def __init__(self, population: Population, time_format: str = DEFAULT_TIME_FORMAT) -> None:
+    def __init__(self, population: Population, time_format: str = DEFAULT_TIME_FORMAT,
+                 logout_key: str = LAST_LOGOUT_KEYS[0]) -> None:
         if time_format not in TIME_FORMATS:
             raise ValueError(f"unknown time format {time_format!r}; known: {sorted(TIME_FORMATS)}")
+        if logout_key not in LAST_LOGOUT_KEYS:
+            raise ValueError(f"unknown logout key {logout_key!r}; known: {LAST_LOGOUT_KEYS}")
+        self._logout_key = logout_key
         self._population = population
         self._time = TIME_FORMATS[time_format]
 
@@ -165,7 +170,7 @@ class Records:
             f'{{"macAddress":"{format_mac(s.mac)}",{_label_fragment(s.raw or s.labels)},'
             f'"state":"{"ACTIVE" if s.active else "INACTIVE"}","firstLoginTime":{when(first_login)},'
             f'"lastLoginTime":{when(s.login)},"lastAcceptTime":{when(accepted)},'
-            f'"lastLogoutTime":{"null" if logout is None else when(logout)},'
+            f'"{self._logout_key}":{"null" if logout is None else when(logout)},'
             f'"bytesSent":{sent},"bytesReceived":{received},'
             f"{_SPOT_FRAGMENTS[s.spot]}{_guest_fragments()[guest]}}}"
         ).encode()

@@ -24,6 +24,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from cmx_connect_exporter.counting.dimensions import LAST_LOGOUT_KEYS
 from cmx_simulator import faults
 from cmx_simulator.api import (
     CLIENTS_PATH,
@@ -62,13 +63,15 @@ class Simulator:
         error_rate: float = 0.0,
         churn: int = 0,
         time_format: str = DEFAULT_TIME_FORMAT,
+        logout_key: str = LAST_LOGOUT_KEYS[0],
         certfile: str | None = None,
         keyfile: str | None = None,
     ) -> None:
         """``sessions`` guests, ``active_fraction`` of them active, drawn from ``seed``.
 
         ``churn`` guests log in, and as many log out, before each request is answered;
-        ``time_format`` names how records write their times, one of records.TIME_FORMATS.
+        ``time_format`` names how records write their times, one of records.TIME_FORMATS;
+        ``logout_key`` how they spell the logout time, either spelling the catalogue accepts.
         """
         self.latency = latency
         self.error_rate = error_rate
@@ -87,7 +90,7 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._error_rng = random.Random(seed ^ 0x5EED)  # error_rate draws, independent of churn
         self._population = Population(sessions, active_fraction, seed)
-        self._records = Records(self._population, time_format)
+        self._records = Records(self._population, time_format, logout_key)
 
     def set_credentials(self, username: str, password: str) -> None:
         """What the API accepts from now on, as when CMX's API user is given a new password."""

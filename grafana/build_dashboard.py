@@ -61,6 +61,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISIT,
     VISITORS_TODAY,
     VISITORS_TODAY_BY_VISIT,
+    VISITORS_TODAY_STAY,
     Dimension,
 )
 from cmx_connect_exporter.exposition import names
@@ -210,6 +211,7 @@ def venue_section() -> Section:
     """How long guests stay, how many arrive, how much they use: from the same polls as the counts."""
     buckets, total, count = of(f"{DWELL.metric}_bucket"), of(f"{DWELL.metric}_sum"), of(f"{DWELL.metric}_count")
     visits = of(VISIT.metric)
+    stay = VISITORS_TODAY_STAY.metric
     returning = of(VISIT.metric, f'{VISIT.label}="{RETURNING}"')
     return ("Dwell, logins, data and visitors", [
         bargauge_panel("Dwell now", "Active guests connected for at most each bucket's time (cumulative), "
@@ -238,7 +240,11 @@ def venue_section() -> Section:
         timeseries_panel("Visitors today, new and returning", "Visitors since local midnight, by whether their "
                          "first login was on an earlier day (CMX_VISITORS_TODAY).", "short",
                          f"sum by ({VISIT.label}) ({of(VISITORS_TODAY_BY_VISIT.metric)})",
-                         "{{" + VISIT.label + "}}", size=(18, 8), stacked=True),
+                         "{{" + VISIT.label + "}}", size=(10, 8), stacked=True),
+        timeseries_panel("Stay of today's visitors who left", "Median and mean time from last login to logout "
+                         "of the visitors since local midnight who have left (CMX_VISITORS_TODAY).", "s",
+                         f"histogram_quantile(0.5, sum by (le) ({of(stay + '_bucket')}))", "median", size=(8, 8))
+        .with_target(query("B", f"sum({of(stay + '_sum')}) / sum({of(stay + '_count')})", "mean", instant=False)),
     ])
 
 

@@ -208,3 +208,24 @@ def test_past_its_bound_the_server_drops_the_oldest_waiting_connection_first(cmx
         for sock in (first, *held):
             sock.close()
         exporter.stop()
+
+
+def test_connections_dropped_mid_handshake_to_make_room_are_dropped_quietly(
+        cmx: Simulator, tmp_path: Path, tls: tuple[Path, Path, Path]) -> None:
+    """Under ``ulimit -n 64`` with TLS on, 100 connections stalled in their handshakes: the oldest make room
+    for the newest, and each one dropped so is routine, never an "unexpected" error."""
+    with exporter_behind(cmx, web_config(tmp_path, tls), "sh", "-c", 'ulimit -n 64 && exec "$@"', "sh",
+                         tls_ca=tls[0]) as exporter:
+        first = socket.create_connection(("127.0.0.1", exporter.port), timeout=5)
+        first.sendall(b"\x16\x03\x01\x02\x00\x01")  # inside a ClientHello when it is dropped
+        held = hold(exporter.port, 100)
+        for sock in held[::2]:
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01")
+        time.sleep(1)
+        assert closed_by_server(first), "the oldest connection was dropped"
+        for sock in (first, *held):
+            sock.close()
+        answered = exporter.http.get(exporter.url + "/metrics", timeout=5).status_code
+        log = exporter.stop()
+    assert answered == 200
+    assert "unexpected" not in log and " ERROR " not in log and "Traceback" not in log, log

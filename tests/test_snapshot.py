@@ -27,6 +27,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISIT,
     VISITORS_TODAY,
     VISITORS_TODAY_BY_VISIT,
+    VISITORS_TODAY_STAY,
 )
 from cmx_connect_exporter.exposition.names import BUILD_INFO, TARGET_LABEL
 from cmx_connect_exporter.exposition.snapshot import Store, TargetState
@@ -109,15 +110,21 @@ def test_golden_counts_match_the_fixtures() -> None:
 
 
 # Worked out by hand from the fixture records, at the Clock's 1,795,000,000 (2026-11-18 07:06:40 in the
-# fixtures' UTC-4): (site, visit, dwell in seconds or None when unreadable). One record is on two pages.
+# fixtures' UTC-4): (site, visit, dwell in seconds or None when unreadable, stay: logout minus last login, or
+# None while connected). One record is on two pages. The same pages answer the visitors-of-the-day query.
 BY_HAND = {
-    "aa:bb:cc:00:00:00": ("North Stand", "new", 0),  # epoch ms numbers, logged in right now
-    "aa:bb:cc:00:00:01": ("North Stand", "new", 1000),  # local times, 06:41:40 and 06:50:00
-    "aa:bb:cc:00:00:02": ("South Stand", "returning", 4000),  # "site" key; ISO with offset; first 3 days ago
-    "aa:bb:cc:00:00:03": ("unknown", "returning", 20000),  # site null; epoch s text; ISO without offset
-    "aa:bb:cc:00:00:04": ("South Stand", "unknown", None),  # lastLoginTime "yesterday evening"; lastLogoutTIme
-    "aa:bb:cc:00:00:05": ("North Stand", "new", 0),  # local time 2 minutes ahead, with a fraction: clock skew
-    "aa:bb:cc:00:00:06": ("North Stand", "returning", 90000),  # site " North  Stand "; no portal, no type
+    "aa:bb:cc:00:00:00": ("North Stand", "new", 0, None),  # epoch ms numbers, logged in right now; logout 0
+    # local times, 06:41:40 and 06:50:00; a logout at 06:45:00 is the earlier visit's, so still connected
+    "aa:bb:cc:00:00:01": ("North Stand", "new", 1000, None),
+    # "site" key; ISO with offset, first 3 days ago; logout at 06:30 -04:00 after a login at 06:00: 1800 s
+    "aa:bb:cc:00:00:02": ("South Stand", "returning", 4000, 1800),
+    # site null; epoch s text; ISO without offset; logout in epoch ms an hour after the login
+    "aa:bb:cc:00:00:03": ("unknown", "returning", 20000, 3600),
+    # lastLoginTime "yesterday evening", so its lastLogoutTIme is left out too
+    "aa:bb:cc:00:00:04": ("South Stand", "unknown", None, None),
+    "aa:bb:cc:00:00:05": ("North Stand", "new", 0, None),  # local time 2 minutes ahead, with a fraction: clock skew
+    # site " North  Stand "; no portal, no type; lastLogoutTIme in epoch s text, two hours after the login
+    "aa:bb:cc:00:00:06": ("North Stand", "returning", 90000, 7200),
 }
 
 
@@ -136,6 +143,11 @@ def test_golden_venue_figures_match_the_records_by_hand() -> None:
     assert got[(DWELL.metric + "_bucket", (("le", "+Inf"),))] == got[(DWELL.metric + "_count", ())] == 6
     assert got[(DWELL.metric + "_sum", ())] == sum(dwells) == 115000
     assert got[(UNREADABLE_LOGIN_TIME.metric, ())] == 1
+    stays = [row[3] for row in BY_HAND.values() if row[3] is not None]
+    for bound in DWELL_BUCKETS:
+        assert got[(VISITORS_TODAY_STAY.metric + "_bucket", (("le", f"{bound:g}"),))] == sum(d <= bound for d in stays)
+    assert got[(VISITORS_TODAY_STAY.metric + "_count", ())] == len(stays) == 3, "both spellings of the logout"
+    assert got[(VISITORS_TODAY_STAY.metric + "_sum", ())] == sum(stays) == 12600
     for direction, key in BYTES_KEYS.items():
         assert got[(BYTES.metric, ((DIRECTION, direction),))] == sum(int(r[key]) for r in records.values())
     assert got[(PORTAL.metric, ((PORTAL.label, "unknown"),))] == 1

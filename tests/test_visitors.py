@@ -13,11 +13,14 @@ from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.config.targets import PollOptions, Target
 from cmx_connect_exporter.counting.dimensions import (
     ACTIVE_SESSIONS,
+    DWELL_BUCKETS,
+    LAST_LOGOUT_KEYS,
     NEW,
     RETURNING,
     VISIT,
     VISITORS_TODAY,
     VISITORS_TODAY_BY_VISIT,
+    VISITORS_TODAY_STAY,
 )
 from cmx_connect_exporter.counting.times import DAY
 from cmx_connect_exporter.exposition.snapshot import VISITORS_TODAY_QUERY, TargetState
@@ -52,6 +55,22 @@ def test_visitors_are_exact_on_both_sides_of_a_local_midnight(sim: Simulator) ->
         assert got.by_visit == {k: v for k, v in ((NEW, truth.new), (RETURNING, truth.returning)) if v}
         seen.append(got.total)
     assert seen[0] > seen[1] > 0, "the count starts again at midnight"
+
+
+@pytest.mark.parametrize("logout_key", LAST_LOGOUT_KEYS)
+def test_the_stays_of_visitors_who_left_are_exact_with_either_spelling_of_the_logout(logout_key: str) -> None:
+    """Over two days of the simulated month: most visitors are still connected, some have left."""
+    with Simulator(sessions=3000, seed=5, logout_key=logout_key) as sim:
+        client = CmxClient(sim.url, username="demo", password="demo", timeout=5)
+        midnight = last_local_midnight(time.time(), TIME_ZONE_OFFSET_MS) - 2 * DAY
+        got = count_visitors_today(client.fetch_body, tz_offset=TIME_ZONE_OFFSET_MS, page_size=250, max_pages=100,
+                                   concurrency=2, now=midnight + 1)
+        truth = sim.visitors_since(midnight)
+    assert got.total == truth.total
+    assert got.stays.count == len(truth.stays) > 0
+    assert len(truth.stays) < truth.total, "guests still connected have no stay"
+    assert got.stays.sum == sum(truth.stays)
+    assert got.stays.buckets == tuple(sum(stay <= bound for stay in truth.stays) for bound in DWELL_BUCKETS)
 
 
 def test_without_a_time_zone_the_query_fails_as_a_bad_response() -> None:
@@ -98,4 +117,6 @@ def test_the_console_script_exports_the_visitors_of_today(sim: Simulator) -> Non
     truth = sim.visitors_since(last_local_midnight(time.time(), TIME_ZONE_OFFSET_MS))
     assert samples[(VISITORS_TODAY.metric, ())] == truth.total > 0
     assert samples[(VISITORS_TODAY_BY_VISIT.metric, ((VISIT.label, NEW),))] == truth.new
+    assert samples[(VISITORS_TODAY_STAY.metric + "_count", ())] == len(truth.stays)
+    assert samples[(VISITORS_TODAY_STAY.metric + "_sum", ())] == sum(truth.stays)
     assert poll_errors(samples, query=VISITORS_TODAY_QUERY) == dict.fromkeys(poll_errors(samples), 0)

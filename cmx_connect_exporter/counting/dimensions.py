@@ -67,6 +67,8 @@ SPLITS: tuple[Dimension, ...] = (SITE,)
 # --- record fields read for the measures ---------------------------------------------------
 FIRST_LOGIN_KEY = "firstLoginTime"
 LAST_LOGIN_KEY = "lastLoginTime"
+# The documented spelling first; a Cisco sample app reads ``lastLogoutTIme``, so either may come.
+LAST_LOGOUT_KEYS = ("lastLogoutTime", "lastLogoutTIme")
 BYTES_KEYS = {"sent": "bytesSent", "received": "bytesReceived"}  # direction label value -> record key
 
 # --- measures of the active sessions ----------------------------------------------------------
@@ -102,4 +104,10 @@ VISITORS_TODAY_BY_VISIT = Measure(
     "cmx_connect_visitors_today_by_visit",
     "Distinct guest sessions with a login since the last local midnight in CMX's time zone, new or returning "
     f"(CMX_VISITORS_TODAY), {CACHED}.",
+)
+VISITORS_TODAY_STAY = Measure(
+    "cmx_connect_visitors_today_stay_seconds",
+    "How long each of today's visitors who has left stayed: lastLogoutTime (or lastLogoutTIme) minus "
+    "lastLoginTime, over sessions with a login since the last local midnight whose logout is not before that "
+    f"login (CMX_VISITORS_TODAY). Sessions still connected, or with an unreadable time, are left out; {CACHED}.",
 )

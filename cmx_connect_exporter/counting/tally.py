@@ -22,6 +22,7 @@ from cmx_connect_exporter.counting.dimensions import (
     FIRST_LOGIN_KEY,
     LABELS,
     LAST_LOGIN_KEY,
+    LAST_LOGOUT_KEYS,
     NEW,
     RETURNING,
     VISIT,
@@ -176,16 +177,19 @@ class Tally:
 
     ``labels`` names the breakdowns to count (CMX_DIMENSIONS): a dimension left out is never read.
     ``split_by`` names a label whose every value gets counts of its own (CMX_SPLIT_BY).
+    The histogram measures each session's dwell, ``now`` minus its last login; with ``stays``, it measures
+    instead how long the sessions that have left stayed, their logout minus their last login.
     """
 
     def __init__(self, expected_sessions: int = 0, *, labels: Iterable[str] = LABELS, split_by: str | None = None,
-                 now: float | None = None, logins: Logins | None = None) -> None:
+                 now: float | None = None, logins: Logins | None = None, stays: bool = False) -> None:
         self.total = 0
         self.unreadable_login_time = 0
         self.tz_offset: int | None = None  # the last page's timeZoneOffset, as sent
         self._seen = SeenKeys(expected_sessions)
         self._now = time.time() if now is None else now
         self._logins = logins
+        self._stays = stays
         self._split_by = split_by
         wanted = [BY_LABEL[label] for label in labels if label != split_by]
         self._labels = tuple(d.label for d in wanted if not d.derived)
@@ -250,11 +254,8 @@ class Tally:
         group.received += _byte_sum(records, _RECEIVED_KEY)
         lasts = list(map(dict.get, records, repeat(LAST_LOGIN_KEY)))
         logins = list(map(epoch_seconds, lasts, repeat(offset)))
-        unreadable = logins.count(None)
-        self.unreadable_login_time += unreadable
-        now = self._now
-        readable = [login for login in logins if login is not None] if unreadable else logins
-        dwells = [now - login if now > login else 0.0 for login in readable]  # a login in the future is clock skew
+        self.unreadable_login_time += logins.count(None)
+        dwells = self._dwells(records, logins, offset)
         for bucket, n in Counter(map(bisect_left, repeat(DWELL_BUCKETS), dwells)).items():
             group.dwell[bucket] += n
         group.dwell_sum += sum(dwells)
@@ -265,6 +266,16 @@ class Tally:
                 _add_to(group.counters[-1], value, n)
         if self._logins is not None:
             self._logins.see(keys, logins)
+
+    def _dwells(self, records: list[dict[str, Any]], logins: list[float | None], offset: int | None) -> list[float]:
+        """What the histogram measures of each session with a readable login: ``now`` minus it or, with ``stays``,
+        the logout minus it, for those that left. A login in the future is clock skew: 0 s."""
+        if self._stays:
+            spans = ((_logout(record, login, offset), login)
+                     for record, login in zip(records, logins, strict=True) if login is not None)
+            return [end - login if end > login else 0.0 for end, login in spans if end is not None]
+        now = self._now
+        return [now - login if now > login else 0.0 for login in logins if login is not None]
 
     def _split_value(self, record: Mapping[str, Any]) -> str:
         return self._value(next((v for k in self._split_keys if (v := record.get(k)) is not None), None))
@@ -306,6 +317,15 @@ def _visit(raw_first: Any, raw_last: Any, login: float | None, offset: int | Non
     if first is None:
         return UNKNOWN
     return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
+
+
+def _logout(record: dict[str, Any], login: float, offset: int | None) -> float | None:
+    """When the session left, or None while it is connected: a logout before the last login is an earlier visit's."""
+    raw = record.get(LAST_LOGOUT_KEYS[0])
+    if raw is None:
+        raw = record.get(LAST_LOGOUT_KEYS[1])
+    logout = epoch_seconds(raw, offset)
+    return logout if logout is not None and logout >= login else None
 
 
 def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:

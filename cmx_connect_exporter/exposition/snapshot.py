@@ -32,6 +32,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISIT,
     VISITORS_TODAY,
     VISITORS_TODAY_BY_VISIT,
+    VISITORS_TODAY_STAY,
 )
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
@@ -42,7 +43,7 @@ from cmx_connect_exporter.exposition.names import (
     TARGET_LABEL,
     UP,
 )
-from cmx_connect_exporter.outcome import QUERIES, REASONS, Counts, PollError, Query, Reason, Visitors
+from cmx_connect_exporter.outcome import QUERIES, REASONS, Counts, Dwell, PollError, Query, Reason, Visitors
 
 ACTIVE: Query = "active"
 VISITORS_TODAY_QUERY: Query = "visitors_today"
@@ -126,6 +127,9 @@ class TargetCollector(Collector):
             for value, count in sorted(visitors.by_visit.items()):
                 by_visit.add_metric([value], count)
             yield by_visit
+            stays = HistogramMetricFamily(VISITORS_TODAY_STAY.metric, VISITORS_TODAY_STAY.help)
+            stays.add_metric([], *_histogram(visitors.stays))
+            yield stays
         errors = CounterMetricFamily(POLL_ERRORS.name, POLL_ERRORS.help, labels=["query", "reason"])
         for query, by_reason in snap.errors.items():
             for reason, count in by_reason.items():
@@ -159,8 +163,7 @@ def _session_families(counts: Counts) -> Iterator[Metric]:
         for label, family in by_label.items():
             for value, count in sorted(sub.by_label.get(label, {}).items()):
                 family.add_metric([*at, value], count)
-        bounds = [(f"{bound:g}", n) for bound, n in zip(DWELL_BUCKETS, sub.dwell.buckets, strict=True)]
-        dwell.add_metric(at, [*bounds, ("+Inf", sub.dwell.count)], sub.dwell.sum)
+        dwell.add_metric(at, *_histogram(sub.dwell))
         sent_received.add_metric([*at, "sent"], sub.bytes_sent)
         sent_received.add_metric([*at, "received"], sub.bytes_received)
     yield total
@@ -169,6 +172,12 @@ def _session_families(counts: Counts) -> Iterator[Metric]:
     yield sent_received
     yield GaugeMetricFamily(UNREADABLE_LOGIN_TIME.metric, UNREADABLE_LOGIN_TIME.help,
                             value=counts.unreadable_login_time)
+
+
+def _histogram(dwell: Dwell) -> tuple[list[tuple[str, float]], float]:
+    """A histogram's buckets, ``+Inf`` last, and its sum, as HistogramMetricFamily.add_metric takes them."""
+    bounds = [(f"{bound:g}", n) for bound, n in zip(DWELL_BUCKETS, dwell.buckets, strict=True)]
+    return [*bounds, ("+Inf", dwell.count)], dwell.sum
 
 
 # One family of the text format: its "# HELP" and "# TYPE" lines, then its samples.

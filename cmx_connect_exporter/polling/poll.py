@@ -52,18 +52,19 @@ def last_local_midnight(now: float, tz_offset: int | None) -> int:
 def count_visitors_today(fetch_since: Callable[..., Body], *, tz_offset: int | None, page_size: int,
                          max_pages: int, concurrency: int = 1, poll_timeout: float | None = None,
                          threads: PageThreads | None = None, now: float | None = None) -> Visitors:
-    """Every session with a login since CMX's local midnight, paged and de-duplicated like the active ones.
+    """Every session with a login since CMX's local midnight, paged and de-duplicated like the active ones,
+    and how long those who have left stayed.
 
     ``start`` is sent in epoch seconds, the likely unit of the API page's "UTC epoch".
     Raises PollError.
     """
     moment = time.time() if now is None else now
     fetch_body = partial(fetch_since, since=last_local_midnight(moment, tz_offset))
-    tally = Tally(labels=(VISIT.label,), now=moment)
+    tally = Tally(labels=(VISIT.label,), now=moment, stays=True)
     walk(fetch_body, tally.add_page, page_size=page_size, max_pages=max_pages, concurrency=concurrency,
          poll_timeout=poll_timeout, threads=threads)
     counts = tally.counts(len(VISIT.values))
-    return Visitors(total=counts.total, by_visit=counts.by_label[VISIT.label])
+    return Visitors(total=counts.total, by_visit=counts.by_label[VISIT.label], stays=counts.dwell)
 
 
 def run_poll(client: CmxClient, request: PollRequest, threads: PageThreads | None = None,

@@ -188,7 +188,8 @@ class HttpServer:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max(4, min(MAX_CONNECTIONS, limit - FD_RESERVE))
         self._open = 0
-        self._waiting: dict[asyncio.StreamWriter, None] = {}  # connections waiting for a request, oldest first
+        # the tasks of connections waiting for a request (TLS handshake included), oldest first
+        self._waiting: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_error)
         self._last_out_of_fds = -OUT_OF_FDS_LOG_EVERY
@@ -289,17 +290,22 @@ class HttpServer:
             writer.transport.abort()
 
     def _make_room(self) -> bool:
-        """Drop the connection that has waited longest for its request, if one is waiting."""
-        for writer in self._waiting:
+        """Drop the connection that has waited longest for its request, if one is waiting.
+
+        Its task is cancelled, not its transport aborted: asyncio (3.11) cannot take a transport aborted in the
+        middle of a TLS handshake, and fails in its own code; a cancelled handshake it cleans up."""
+        for writer, task in self._waiting.items():
             del self._waiting[writer]
-            writer.transport.abort()
+            task.cancel()
             return True
         return False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
         tls = self._tls  # what is in force as the connection starts serves it to its end
+        task = asyncio.current_task()
+        assert task is not None  # the server runs each connection as a task
         while True:
-            self._waiting[writer] = None
+            self._waiting[writer] = task
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 if tls is not None:
                     await writer.start_tls(tls)

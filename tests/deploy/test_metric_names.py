@@ -13,6 +13,7 @@ from cmx_connect_exporter.counting.dimensions import (
     UNREADABLE_LOGIN_TIME,
     VISITORS_TODAY,
     VISITORS_TODAY_BY_VISIT,
+    VISITORS_TODAY_STAY,
 )
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
@@ -53,7 +54,8 @@ CONTRACT = {
 # What the exporter serves, read from where it is defined: a new dimension's metric is served too.
 SERVED = {ACTIVE_SESSIONS, *(dimension.metric for dimension in DIMENSIONS), UP.name, LAST_SUCCESS.name,
           POLL_DURATION.name, POLL_REQUESTS.name, f"{POLL_ERRORS.name}_total", BUILD_INFO.name,
-          *(f"{DWELL.metric}_{series}" for series in ("bucket", "sum", "count")), BYTES.metric,
+          *(f"{histogram}_{series}" for histogram in (DWELL.metric, VISITORS_TODAY_STAY.metric)
+            for series in ("bucket", "sum", "count")), BYTES.metric,
           UNREADABLE_LOGIN_TIME.metric, f"{LOGINS.metric}_total", VISITORS_TODAY.metric, VISITORS_TODAY_BY_VISIT.metric}
 # Prometheus's own per-target series, which the exporter-down alert needs.
 FROM_PROMETHEUS = {"up"}
