@@ -9,7 +9,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
+from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key, session_keys
 
 
 def test_session_key_is_an_integer_for_a_mac() -> None:
@@ -17,6 +17,29 @@ def test_session_key_is_an_integer_for_a_mac() -> None:
     assert session_key({"mac": "not-a-mac"}) != session_key({"mac": "not-a-mac-2"})
     assert session_key({"mac": "not-a-mac"}) >= 1 << 63
     assert session_key({"macAddress": None}) is None
+
+
+# MAC-like text: mostly the usual form, with the slips a page may hold (other separators, a colon too
+# many or too few, signs and prefixes int() takes, digits beyond ASCII), and values that are not text.
+_HEX = st.text("0123456789abcdefABCDEF", min_size=2, max_size=2)
+_USUAL_MAC = st.lists(_HEX, min_size=6, max_size=6).map(":".join)
+_ODD_MAC = st.one_of(st.text("0123456789abcdefxX:-_ +\u0663\u00e9", min_size=15, max_size=19),
+                     _USUAL_MAC.map(lambda mac: mac.replace(":", "", 1) + ":"), st.none(), st.integers(), st.just(""))
+
+
+@given(st.lists(st.one_of(_USUAL_MAC, _USUAL_MAC, _ODD_MAC), max_size=30), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_a_pages_session_keys_are_each_records(macs: list[object], usual_only: bool) -> None:
+    if usual_only:
+        macs = [mac for mac in macs if isinstance(mac, str) and len(mac) == 17 and mac.count(":") == 5]
+    records = [{"macAddress": mac} for mac in macs]
+    assert session_keys(records) == [session_key(record) for record in records]
+
+
+def test_seen_keys_takes_a_page_at_once() -> None:
+    seen = SeenKeys()
+    assert seen.add_all([5, None, 0, 5, 7, None, 0]) == [True, True, True, False, True, True, False]
+    assert seen.add_all([7, 8]) == [False, True] and len(seen) == 4
 
 
 @given(st.lists(st.one_of(st.integers(0, 5), st.integers(0, (1 << 64) - 1)), max_size=20_000))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -107,3 +108,20 @@ def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:
     assert poll([c, again, b, unreadable]) == 2
     assert poll([c, again]) == 0
     assert poll([a, again, c]) == 1, "an old pair not in the previous poll counts again"
+
+
+def test_logins_are_exact_over_many_pairs_and_pages() -> None:
+    """Thousands of pairs over every bucket, a few pages a poll: the new ones are exactly those a set finds."""
+    rng = random.Random(7)
+    tracker = LoginTracker()
+    previous: set[tuple[int, float]] = set()
+    sessions = [rng.getrandbits(48) for _ in range(20_000)]
+    for poll in range(3):
+        logins = tracker.start()
+        pairs = {(key, float(T - rng.randrange(3) * 60)) for key in rng.sample(sessions, 15_000)}
+        keys, times = zip(*pairs, strict=True)
+        for start in range(0, len(pairs), 4_000):
+            logins.see(list(keys[start:start + 4_000]), list(times[start:start + 4_000]))
+        assert logins.new == (len(pairs - previous) if poll else 0)
+        tracker.commit(logins)
+        previous = pairs

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cmx_connect_exporter.counting.dimensions import LABELS, SPLITS
@@ -243,6 +242,8 @@ def load_targets(path: Path) -> tuple[Target, ...]:
     def fail(target: str | None, key: str | None, message: str) -> TargetsError:
         where = "".join([f", target {target!r}" if target else "", f", key {key!r}" if key else ""])
         return TargetsError(f"targets file {path}{where}: {message}")
+
+    import yaml  # here, not at the top: a sidecar without a targets file never needs it (1.7 MiB)
 
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))

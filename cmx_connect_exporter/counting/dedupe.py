@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import secrets
 from array import array
-from collections.abc import Mapping
+from binascii import unhexlify
+from collections.abc import Iterable, Mapping
+from itertools import repeat
+from struct import unpack
 from typing import Any
 
 MAC_KEYS = ("macAddress", "mac", "clientMac")  # the documented spelling first
 
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
+_PADDED_COLONS = (6, 9, 12, 15, 18)  # in "0000aa:bb:cc:dd:ee:ff"
 _HASH_BIT = 1 << 63
 _HASH_MASK = _HASH_BIT - 1
 # SeenKeys holds 64-bit keys, mixed, in 2**_SHARD_BITS shards chosen by the mixed key's top bits;
@@ -42,6 +46,26 @@ def session_key(record: Mapping[str, Any]) -> int | None:
     return None
 
 
+def session_keys(records: list[dict[str, Any]]) -> list[int | None]:
+    """Each record's ``session_key``; in C, a page at a time, when every MAC is the usual aa:bb:cc:dd:ee:ff.
+
+    Such a MAC, padded with four zeros and its colons dropped, is the 16 hex digits of an 8-byte
+    integer: the page's MACs are joined and read at once. Any other page is read record by record.
+    """
+    macs = list(map(dict.get, records, repeat("macAddress")))
+    count = len(macs)
+    if count and set(map(type, macs)) == {str} and set(map(len, macs)) == {17}:
+        padded = "0000" + "0000".join(macs)  # each MAC then spans 21 characters, colons at the same places
+        if all(padded[colon::21] == ":" * count for colon in _PADDED_COLONS) and padded.isascii():
+            digits = padded.encode("ascii").translate(None, b":")
+            if len(digits) == 16 * count:  # no other colon in any MAC
+                try:
+                    return list(unpack(f">{count}Q", unhexlify(digits)))
+                except ValueError:  # not all hex digits
+                    pass
+    return list(map(session_key, records))
+
+
 class SeenKeys:
     """A set of 64-bit session keys in flat arrays (open addressing, linear probing).
 
@@ -65,6 +89,7 @@ class SeenKeys:
             slots *= 2
         self._shards = [array("Q", [0]) * slots for _ in range(shards)]
         self._used = [0] * shards
+        self._shifts = [_shift(slots) for slots in self._shards]
         self._zero = False  # 0 marks an empty slot, so the key 0 is kept aside
         self._multiplier = secrets.randbits(64) | 1
 
@@ -73,32 +98,55 @@ class SeenKeys:
 
     def add(self, key: int) -> bool:
         """Add ``key``; True if it was not there yet."""
-        mixed = key * self._multiplier & _KEY_MASK
-        if not mixed:
-            new, self._zero = not self._zero, True
-            return new
-        shard = mixed >> _SLOT_BITS
-        slots = self._shards[shard]
-        mask = len(slots) - 1
-        i = mixed >> (_SLOT_BITS - mask.bit_length()) & mask
-        held = slots[i]
-        while held:  # linear probing; the slot is the top bits below the shard's (a product's low bits
-            if held == mixed:  # depend only on the key's low bits)
-                return False
-            i = (i + 1) & mask
+        return self.add_all((key,))[0]
+
+    def add_all(self, keys: Iterable[int | None]) -> list[bool]:
+        """Add each key; for each, True if it was not there yet. None, no key, is always new.
+
+        One loop for a page's keys, with everything it reads in local names.
+        """
+        multiplier, shards, used, shifts = self._multiplier, self._shards, self._used, self._shifts
+        new: list[bool] = []
+        append = new.append
+        for key in keys:
+            if not key:  # None, no key, is always new; 0 is kept aside, as 0 marks an empty slot
+                append(True if key is None else self._add_zero())
+                continue
+            mixed = key * multiplier & _KEY_MASK
+            shard = mixed >> _SLOT_BITS
+            slots = shards[shard]
+            mask = len(slots) - 1
+            i = mixed >> shifts[shard] & mask
             held = slots[i]
-        slots[i] = mixed
-        used = self._used[shard] = self._used[shard] + 1
-        if 4 * used > 3 * (mask + 1):
-            self._shards[shard] = _grown(slots)
-        return True
+            while held and held != mixed:  # linear probing; the slot is the top bits below the shard's
+                i = (i + 1) & mask  # (a product's low bits depend only on the key's low bits)
+                held = slots[i]
+            if held:
+                append(False)
+                continue
+            slots[i] = mixed
+            append(True)
+            count = used[shard] = used[shard] + 1
+            if 4 * count > 3 * (mask + 1):
+                shards[shard] = bigger = _grown(slots)
+                shifts[shard] = _shift(bigger)
+        return new
+
+    def _add_zero(self) -> bool:
+        new, self._zero = not self._zero, True
+        return new
+
+
+def _shift(slots: array[int]) -> int:
+    """How far a mixed key is shifted for its slot's bits in ``slots``: those just below the shard's."""
+    return _SLOT_BITS - (len(slots) - 1).bit_length()
 
 
 def _grown(slots: array[int]) -> array[int]:
     """The shard's keys in a table twice its size."""
     bigger = array("Q", [0]) * (2 * len(slots))
     mask = len(bigger) - 1
-    shift = _SLOT_BITS - mask.bit_length()
+    shift = _shift(bigger)
     for mixed in slots:
         if mixed:
             i = mixed >> shift & mask

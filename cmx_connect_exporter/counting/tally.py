@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import heapq
+import secrets
 import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from itertools import repeat
+from functools import cached_property
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
-from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key
+from cmx_connect_exporter.counting.dedupe import SeenKeys, session_keys
 from cmx_connect_exporter.counting.dimensions import (
     BY_LABEL,
     BYTES_KEYS,
@@ -42,6 +44,10 @@ _SENT_KEY, _RECEIVED_KEY = BYTES_KEYS["sent"], BYTES_KEYS["received"]
 _MAX_BYTES_DIGITS = 20
 # A byte counter at or past 2**63 is no count: read as 0, so that no sum can overflow a float when rendered.
 _MAX_BYTES = 2**63
+_MASK_64 = 2**64 - 1
+# Logins keep their pairs in 2**8 buckets, by the top 8 bits of the mixed hash.
+_LOGIN_BUCKETS = 256
+_LOGIN_BUCKET_SHIFT = 64 - 8
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
@@ -86,44 +92,51 @@ def byte_count(value: Any) -> int:
 class Logins:
     """The (session, lastLoginTime) pairs of one poll, and how many were not in the previous poll's.
 
-    Pairs are 64-bit hashes in flat arrays, 8 bytes each. Each page's are sorted, looked up in the
-    previous poll's sorted array by bisection, and kept as a sorted run; the runs are merged once
-    at the end. Sorting them all at once would make a Python int of each, 40 bytes a session for a
-    moment; two hash tables would hold four times the memory, and a set ten times.
+    Pairs are 64-bit hashes in flat arrays, 8 bytes each, spread over buckets by their top bits.
+    Each bucket is compared with the previous poll's once, at the end, as two sets a few thousand
+    ints large, in C: no per-pair lookup, no sort and no merge. Each hash is first multiplied by a
+    random odd number drawn per tracker (mod 2**64, a bijection), so that crafted pairs can neither
+    crowd one bucket nor collide in a set.
     """
 
-    def __init__(self, previous: array[int] | None) -> None:
-        self._runs: list[array[int]] = []
+    def __init__(self, previous: list[array[int]] | None, multiplier: int) -> None:
+        self.buckets: list[array[int]] = [array("Q") for _ in range(_LOGIN_BUCKETS)]
         self._previous = previous
-        self.new = 0
+        self._multiplier = multiplier
 
-    def see(self, pairs: list[int]) -> None:
-        """Take a page's pairs, each ``hash((session key, login time))``."""
-        pairs.sort()
-        previous = self._previous
-        if previous is not None:
-            end = len(previous)
-            self.new += sum(1 for pair in pairs if (i := bisect_left(previous, pair)) == end or previous[i] != pair)
-        self._runs.append(array("q", pairs))
+    def see(self, keys: list[int | None], logins: list[float | None]) -> None:
+        """Take a page's session keys and login times; a pair without either is left out."""
+        pairs = zip(keys, logins, strict=True)
+        if None in keys or None in logins:
+            pairs = (pair for pair in pairs if None not in pair)
+        buckets, multiplier = self.buckets, self._multiplier
+        for pair_hash in map(hash, pairs):
+            mixed = pair_hash * multiplier & _MASK_64
+            mixed ^= mixed >> 32  # the low bits a set reads then depend on the high bits too
+            buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
 
-    def pairs(self) -> array[int]:
-        """This poll's pairs, sorted, for the next poll to look its pairs up in."""
-        return array("q", heapq.merge(*self._runs))
+    @cached_property
+    def new(self) -> int:
+        """How many of this poll's pairs the previous poll did not have; 0 without a previous poll."""
+        previous, self._previous = self._previous, None  # not needed once compared
+        if previous is None:
+            return 0
+        return sum(len(set(mine).difference(theirs)) for mine, theirs in zip(self.buckets, previous, strict=True))
 
 
 class LoginTracker:
-    """Keeps the sorted pairs of the last completed poll, 8 bytes a session, for the next poll to compare."""
+    """Keeps the pairs of the last completed poll, 8 bytes a session, for the next poll to compare."""
 
     def __init__(self) -> None:
-        self._previous: array[int] | None = None
+        self._previous: list[array[int]] | None = None
+        self._multiplier = secrets.randbits(64) | 1
 
     def start(self) -> Logins:
-        return Logins(self._previous)
+        return Logins(self._previous, self._multiplier)
 
     def commit(self, logins: Logins) -> None:
         """The poll completed: its pairs are what the next one compares against."""
-        self._previous = None  # freed before the merge, which builds its successor
-        self._previous = logins.pairs()
+        self._previous = logins.buckets
 
 
 class _Group:
@@ -224,17 +237,13 @@ class Tally:
 
     def _fresh(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[int | None]]:
         """The page's records of sessions not yet counted in this poll, and their session keys."""
-        seen_add = self._seen.add
-        fresh: list[dict[str, Any]] = []
-        keys: list[int | None] = []
-        for record in records:
-            if record.__class__ is not dict:
-                raise PollError("bad_response", "a record is not a JSON object")
-            key = session_key(record)
-            if key is None or seen_add(key):
-                fresh.append(record)
-                keys.append(key)
-        return fresh, keys
+        if not set(map(type, records)) <= {dict}:
+            raise PollError("bad_response", "a record is not a JSON object")
+        keys = session_keys(records)
+        new = self._seen.add_all(keys)
+        if all(new):
+            return records, keys
+        return list(compress(records, new)), list(compress(keys, new))
 
     def _add(self, group: _Group, records: list[dict[str, Any]], keys: list[int | None], offset: int | None) -> None:
         group.total += len(records)
@@ -243,35 +252,30 @@ class Tally:
                 _add_to(counter, self._value(raw), n)
         group.sent += _byte_sum(records, _SENT_KEY)
         group.received += _byte_sum(records, _RECEIVED_KEY)
-        now, stays = self._now, self._stays
-        buckets = group.dwell
-        dwell_sum = 0.0
-        visits: dict[str, int] | None = {} if self._visit else None
-        pairs: list[int] = []  # (session, login) pairs for the logins
-        for record, key in zip(records, keys, strict=True):
-            last = record.get(LAST_LOGIN_KEY)
-            login = epoch_seconds(last, offset)
-            if login is None:
-                self.unreadable_login_time += 1
-                if visits is not None:
-                    visits[UNKNOWN] = visits.get(UNKNOWN, 0) + 1
-                continue
-            end = _logout(record, login, offset) if stays else now
-            if end is not None:
-                dwell = end - login if end > login else 0.0  # a login in the future is clock skew
-                buckets[bisect_left(DWELL_BUCKETS, dwell)] += 1
-                dwell_sum += dwell
-            if key is not None:
-                pairs.append(hash((key, login)))
-            if visits is not None:
-                value = _visit(record.get(FIRST_LOGIN_KEY), last, login, offset)
-                visits[value] = visits.get(value, 0) + 1
-        group.dwell_sum += dwell_sum
-        if visits:
+        lasts = list(map(dict.get, records, repeat(LAST_LOGIN_KEY)))
+        logins = list(map(epoch_seconds, lasts, repeat(offset)))
+        self.unreadable_login_time += logins.count(None)
+        dwells = self._dwells(records, logins, offset)
+        for bucket, n in Counter(map(bisect_left, repeat(DWELL_BUCKETS), dwells)).items():
+            group.dwell[bucket] += n
+        group.dwell_sum += sum(dwells)
+        if self._visit:
+            visits = Counter(map(_visit, map(dict.get, records, repeat(FIRST_LOGIN_KEY)), lasts, logins,
+                                 repeat(offset)))
             for value, n in visits.items():
                 _add_to(group.counters[-1], value, n)
         if self._logins is not None:
-            self._logins.see(pairs)
+            self._logins.see(keys, logins)
+
+    def _dwells(self, records: list[dict[str, Any]], logins: list[float | None], offset: int | None) -> list[float]:
+        """What the histogram measures of each session with a readable login: ``now`` minus it or, with ``stays``,
+        the logout minus it, for those that left. A login in the future is clock skew: 0 s."""
+        if self._stays:
+            spans = ((_logout(record, login, offset), login)
+                     for record, login in zip(records, logins, strict=True) if login is not None)
+            return [end - login if end > login else 0.0 for end, login in spans if end is not None]
+        now = self._now
+        return [now - login if now > login else 0.0 for login in logins if login is not None]
 
     def _split_value(self, record: Mapping[str, Any]) -> str:
         return self._value(next((v for k in self._split_keys if (v := record.get(k)) is not None), None))
@@ -303,9 +307,9 @@ class Tally:
                       **whole)
 
 
-def _visit(raw_first: Any, raw_last: Any, login: float, offset: int | None) -> str:
+def _visit(raw_first: Any, raw_last: Any, login: float | None, offset: int | None) -> str:
     """New or returning, by the local days of the first and last logins; unknown when either is unreadable."""
-    if offset is None:
+    if offset is None or login is None:
         return UNKNOWN
     if raw_first == raw_last:  # a first visit, as often: no second time to read
         return NEW
@@ -326,16 +330,17 @@ def _logout(record: dict[str, Any], login: float, offset: int | None) -> float |
 
 def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
     """How often each raw value of a dimension occurs, read from ``first``, else the first of ``others`` present."""
+    values = list(map(dict.get, records, repeat(first)))
     try:
-        found = Counter(map(dict.get, records, repeat(first)))
+        found = Counter(values)
     except TypeError:  # a list or an object as a value
         found = Counter({_NOT_TEXT: 1})
     if any(raw is not None and raw.__class__ is not str for raw in found):
-        found = Counter(_countable(record.get(first)) for record in records)
+        found = Counter(map(_countable, values))
     missing = found.pop(None, 0)
-    if missing and others:
+    if missing and others:  # the few records without ``first``, picked out in C
         found.update(_countable(next((v for k in others if (v := record.get(k)) is not None), None))
-                     for record in records if record.get(first) is None)
+                     for record in compress(records, map(is_, values, repeat(None))))
     elif missing:
         found[None] = missing
     return found

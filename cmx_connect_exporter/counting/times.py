@@ -56,7 +56,13 @@ def epoch_seconds(value: Any, offset_s: int | None) -> float | None:
             return _from_padded_text(value.strip(), offset_s)
         if moment.tzinfo is not None:
             return _after_epoch(moment.timestamp())
-        return None if offset_s is None else _after_epoch((moment - _EPOCH).total_seconds() - offset_s)
+        if offset_s is None:
+            return None
+        since = moment - _EPOCH
+        if since.microseconds:
+            return _after_epoch(since.total_seconds() - offset_s)
+        seconds = since.days * DAY + since.seconds - offset_s  # whole seconds, in ints: total_seconds() is slower
+        return float(seconds) if seconds > 0 else None
     if value.__class__ is int or value.__class__ is float:
         return _from_number(value)
     return None  # null, bool, lists and objects
