@@ -59,7 +59,7 @@ def serve(kind: str, port: int) -> None:
         from cmx_connect_exporter.web.server import HttpServer, Response
         from cmx_connect_exporter.web.webconfig import WebConfig
 
-        server = HttpServer(lambda path, query: Response("200 OK", BODY), WebConfig())
+        server = HttpServer(lambda path, query, gzipped: Response("200 OK", BODY), WebConfig())
         server.bind("127.0.0.1", port)
         server.start()
         while True:

@@ -126,7 +126,7 @@ class ExporterRun:
 
 
 async def _scrape_loop(port: int, seconds: float, scrapers: int = SCRAPERS, pause: float = SCRAPE_PAUSE,
-                       ) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
+                       gzip: bool = False) -> tuple[list[tuple[float, float]], set[tuple[float, float]]]:
     """``scrapers`` scrapers, each timing whole responses (connect to last byte) and pausing between them.
 
     A pause rather than a closed loop: Prometheus scrapes on an interval, and a closed loop of
@@ -137,7 +137,8 @@ async def _scrape_loop(port: int, seconds: float, scrapers: int = SCRAPERS, paus
     samples: list[tuple[float, float]] = []
     windows: set[tuple[float, float]] = set()
     end = time.time() + seconds
-    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    encoding = "Accept-Encoding: gzip\r\n" if gzip else ""  # as Prometheus asks; the time is to the last byte
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{encoding}Connection: close\r\n\r\n".encode()
 
     async def scraper() -> None:
         await asyncio.sleep(rng.uniform(0, pause))

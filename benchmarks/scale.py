@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import json
 import multiprocessing
+import re
 import shutil
 import statistics
 import subprocess
@@ -31,7 +32,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS, POLL_DURATION, TARGET_LABEL, UP
 
@@ -78,16 +78,19 @@ def status_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+def _gauge_by_target(name: str) -> re.Pattern[str]:
+    return re.compile(rf'^{name}{{{TARGET_LABEL}="([^"]*)"}} (\S+)$', re.MULTILINE)
+
+
+_LAST_SUCCESS_LINE, _DURATION_LINE = _gauge_by_target(LAST_SUCCESS.name), _gauge_by_target(POLL_DURATION.name)
+
+
 def poll_windows(text: str) -> dict[str, tuple[float, float]]:
-    """Each target's last completed poll as (start, end) in wall-clock time."""
-    last: dict[str, float] = {}
-    duration: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == LAST_SUCCESS.name:
-                last[sample.labels[TARGET_LABEL]] = sample.value
-            elif sample.name == POLL_DURATION.name:
-                duration[sample.labels[TARGET_LABEL]] = sample.value
+    """Each target's last completed poll as (start, end) in wall-clock time. Read from the two gauges' lines
+    alone: parsing the whole text of 100 targets takes some 185 ms, and the watcher reads it twice a second,
+    which took a third of one of the two cores from the exporter it measures."""
+    last = {name: float(value) for name, value in _LAST_SUCCESS_LINE.findall(text)}
+    duration = {name: float(value) for name, value in _DURATION_LINE.findall(text)}
     return {name: (end - duration.get(name, 0.0), end) for name, end in last.items()}
 
 
@@ -119,8 +122,9 @@ def scale_run(count: int, interval: float, intervals: int, workdir: Path) -> Sca
 
 
 def _scrape_process(port: int, seconds: float, out: Connection) -> None:
-    """The scrape timings of run.py's scrapers, fewer of them and slower: the text of 100 targets is large."""
-    out.send(asyncio.run(_scrape_loop(port, seconds, SCRAPERS, SCRAPE_PAUSE))[0])
+    """The scrape timings of run.py's scrapers, fewer of them and slower: the text of 100 targets is large. They
+    ask for gzip, as Prometheus does."""
+    out.send(asyncio.run(_scrape_loop(port, seconds, SCRAPERS, SCRAPE_PAUSE, gzip=True))[0])
 
 
 def watch(run: ScaleRun, pid: int, base: str, interval: float, intervals: int, count: int) -> ScaleRun:

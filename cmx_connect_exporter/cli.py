@@ -101,7 +101,9 @@ def _watch_files(reloader: Reloader, settings: Settings, server: HttpServer, sch
         except TargetsError as exc:
             raise ReloadError(str(exc)) from None
         pool.resize(min(settings.poll_workers, len(targets)))
-        return schedule.apply(targets)
+        changed = schedule.apply(targets)
+        pool.keep(target.name for target in targets)  # after apply: a removed target's job is gone by then
+        return changed
 
     if (targets_file := settings.targets_file) is not None:
         def files() -> list[Path]:  # the file, and those its targets name now

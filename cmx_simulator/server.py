@@ -143,6 +143,15 @@ class Simulator:
         return seconds <= 0 or not self._stopping.wait(seconds)
 
     @property
+    def open_connections(self) -> int:
+        """Client connections open now: a client keeps some between polls, one that forgot this CMX none."""
+        server = self._server
+        if server is None:
+            return 0
+        with server.connections_lock:
+            return len(server.connections)
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 

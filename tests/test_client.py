@@ -67,6 +67,22 @@ def test_status_codes_map_to_reasons(status: int, reason: str, words: str) -> No
     assert len(responses.calls) == 1, "auth and client errors are not retried"
 
 
+@pytest.mark.parametrize(("configured_in", "credentials", "url"), [
+    (None, "check CMX_USERNAME and the password", "set CMX_URL to"),
+    ("target 'mall' in the targets file /etc/cmx/targets.yml",
+     "check the username and password_file of target 'mall' in the targets file /etc/cmx/targets.yml",
+     "set the url of target 'mall' in the targets file /etc/cmx/targets.yml to"),
+])
+@responses.activate
+def test_auth_and_redirect_errors_name_where_the_target_is_configured(
+        configured_in: str | None, credentials: str, url: str) -> None:
+    add_page(responses.mock, 0, 10, "denied", status=401)
+    assert credentials in str(fetch_error(responses.mock, configured_in=configured_in))
+    responses.mock.reset()
+    add_page(responses.mock, 0, 10, "moved", status=302, headers={"Location": "https://elsewhere.test/"})
+    assert url in str(fetch_error(responses.mock, configured_in=configured_in))
+
+
 @responses.activate
 def test_server_errors_are_retried_then_reported() -> None:
     for _ in range(4):

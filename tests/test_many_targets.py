@@ -16,7 +16,7 @@ import pytest
 from cmx_connect_exporter.exposition.names import LAST_SUCCESS
 from cmx_connect_exporter.outcome import Counts, PollError
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
-from cmx_connect_exporter.polling.pool import WorkerPool
+from cmx_connect_exporter.polling.pool import GROW_AFTER, WorkerPool
 from cmx_simulator import Simulator
 from exporter_process import ExporterProcess, console_script, of_target, poll_errors, session_counts, up
 
@@ -113,6 +113,61 @@ def test_a_crashed_worker_loses_only_its_poll_and_is_replaced() -> None:
     assert isinstance(outcome[0].result, PollError) and outcome[0].result.reason == "internal"
     assert counts_of(again).total == slow.active_counts().total
     assert first not in pool.pids
+
+
+def test_polls_queued_behind_a_worker_that_turns_over_share_it() -> None:
+    """Eight polls at once, as targets starting together: each waits for the one worker, past GROW_AFTER for
+    the last ones, but the worker ends a poll every 50 ms or so, so no second worker (35 MiB) is started."""
+    with Simulator(sessions=200, seed=43) as sim:
+        sim.latency = 0.05
+        pool = WorkerPool(Hello(log_level="warning", log_format="text"), size=4)
+        try:
+            assert counts_of(pool.poll(request(sim))).total == sim.active_counts().total
+            outcomes: list[PollOutcome] = []
+            polls = [threading.Thread(target=lambda: outcomes.append(pool.poll(request(sim)))) for _ in range(8)]
+            started = time.monotonic()
+            for poll in polls:
+                poll.start()
+            for poll in polls:
+                poll.join(30)
+            waited = time.monotonic() - started
+            assert [counts_of(o).total for o in outcomes] == [sim.active_counts().total] * 8
+            assert waited > GROW_AFTER, "the last polls waited longer than GROW_AFTER for the worker"
+            assert len(pool.pids) == 1
+        finally:
+            pool.close()
+
+
+def wait_for_no_connections(sim: Simulator, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while sim.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.open_connections == 0, "a worker still holds a connection to the removed target's CMX"
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_workers_forget_a_target_a_reload_removed(busy: bool) -> None:
+    """Each worker keeps a client per target, with its connections open; once the target is no longer
+    configured, an idle worker closes them at once, and a worker busy with its poll as that poll ends."""
+    with Simulator(sessions=400, seed=41) as kept, Simulator(sessions=400, seed=42) as removed:
+        pool = WorkerPool(Hello(log_level="warning", log_format="text"), size=2)
+        try:
+            for sim in (kept, removed):
+                assert counts_of(pool.poll(request(sim))).total == sim.active_counts().total
+            assert kept.open_connections and removed.open_connections, "connections stay open between polls"
+            removed.latency = 0.3  # two pages: a reload comes while its poll is in flight
+            polling = threading.Thread(target=pool.poll, args=(request(removed),))
+            if busy:
+                polling.start()
+                time.sleep(0.2)
+            pool.keep([request(kept).target])
+            if busy:
+                polling.join(30)
+            wait_for_no_connections(removed)
+            assert counts_of(pool.poll(request(kept))).total == kept.active_counts().total
+            assert kept.open_connections, "the target still configured keeps its client"
+        finally:
+            pool.close()
 
 
 def request(sim: Simulator) -> PollRequest:

@@ -249,3 +249,28 @@ def test_the_targets_file_reloads_adding_removing_and_changing_targets(tmp_path:
     refused = [line for line in after_start if "CMX_TARGETS_FILE not reloaded" in line]
     assert len(refused) == 1 and " WARNING " in refused[0] and "the old one stays in force" in refused[0] \
         and "is not valid YAML" in refused[0], refused
+
+
+def test_a_removed_target_keeps_no_connection_in_any_worker(tmp_path: Path) -> None:
+    """The workers keep each target's client, with its connections open, between polls; a reload that removes
+    a target closes its client in every worker, while the target left keeps polling."""
+    secret = tmp_path / "cmx.pw"
+    secret.write_text("demo\n")
+    path = tmp_path / "targets.yml"
+    with Simulator(200, seed=34) as kept, Simulator(200, seed=35) as removed:
+        write_targets(path, {"kept": (kept.url, secret), "removed": (removed.url, secret)})
+        with ExporterProcess("--targets-file", str(path)) as exporter:
+            exporter.wait_for(lambda s: up(s, "kept") and up(s, "removed"))
+            assert removed.open_connections, "a worker keeps its connection to CMX between polls"
+            write_targets(path, {"kept": (kept.url, secret)})
+            exporter.proc.send_signal(signal.SIGHUP)
+            exporter.wait_for(lambda s: cmx_names(s) == {"kept"}, timeout=10)
+            deadline = time.monotonic() + 10
+            while removed.open_connections and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert removed.open_connections == 0, "no worker holds a connection to the removed target's CMX"
+            served = removed.requests_served
+            polled = last_success(exporter.wait_for(lambda s: up(s, "kept")))
+            exporter.wait_for(lambda s: last_success(s) > polled)
+            assert kept.open_connections and removed.requests_served == served
+            exporter.stop()

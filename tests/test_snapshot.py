@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
 import responses
+from prometheus_client import CollectorRegistry, generate_latest
 
 from cmx_connect_exporter.counting.dimensions import (
     ACTIVE_SESSIONS,
@@ -30,7 +32,13 @@ from cmx_connect_exporter.counting.dimensions import (
     VISITORS_TODAY_STAY,
 )
 from cmx_connect_exporter.exposition.names import BUILD_INFO, TARGET_LABEL
-from cmx_connect_exporter.exposition.snapshot import Store, TargetState
+from cmx_connect_exporter.exposition.snapshot import (
+    Store,
+    TargetCollector,
+    TargetState,
+    join_families,
+    split_families,
+)
 from cmx_connect_exporter.outcome import QUERIES, REASONS, PollError
 from cmx_connect_exporter.polling.poll import count_active_sessions, count_visitors_today
 from cmx_pages import add_page, make_client
@@ -208,6 +216,42 @@ def test_recovery_brings_fresh_counts_back() -> None:
 def test_scrapes_between_polls_reuse_one_rendering() -> None:
     state = recorded_poll_state(Clock())
     assert state.families() is state.families()
+
+
+def fresh_render(state: TargetState, clock: Clock) -> bytes:
+    """The target's text rendered anew from its snapshot now, as a collector without a cache would."""
+    registry = CollectorRegistry()
+    registry.register(TargetCollector(state.name, lambda: state.snapshot, 180, clock))
+    return generate_latest(registry)
+
+
+def test_the_cached_rendering_follows_every_change_and_equals_a_fresh_one() -> None:
+    """Rendered once per change: a failure after a success, a new poll and going stale each render anew,
+    byte for byte as a fresh rendering, for /probe and in the join /metrics serves."""
+    clock = Clock()
+    store, state = recorded_poll_store(clock)
+    other = store.add("airport", stale_after=180)
+    seen = [state.exposition()]
+
+    def check() -> None:
+        assert state.exposition() == fresh_render(state, clock)
+        assert state.exposition() not in seen, "the change shows in the cached text"
+        seen.append(state.exposition())
+        assert store.exposition() == join_families([split_families(fresh_render(s, clock)) for s in (state, other)]) \
+            + generate_latest(store.registry)
+        assert zlib.decompress(store.exposition(gzipped=True), 31) == store.exposition(), "its gzip follows too"
+
+    assert seen[0] == fresh_render(state, clock)
+    clock.now += 60
+    state.record_failure(PollError("timeout", "no answer"), requests=3)
+    check()
+    clock.now += 60
+    state.record_success(state.snapshot.counts, duration=0.5, requests=4)  # type: ignore[arg-type]
+    check()
+    other.record_failure(PollError("auth", "denied"), requests=1)  # another target's change leaves this one's text
+    assert state.exposition() == seen[-1]
+    clock.now += 181  # no change, but the counts go stale: rendered again without them
+    check()
 
 
 @pytest.mark.parametrize("failed", [False, True])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cmx_connect_exporter.config.targets import TargetsError, load_targets
+from cmx_connect_exporter.polling.scheduler import client_options
 from cmx_connect_exporter.settings import Settings, load_settings
 from exporter_process import console_script
 
@@ -56,6 +57,8 @@ targets:
     assert mall.password == airport.password == CANARY
     assert CANARY not in repr(mall)
     assert airport.options.stale_after_seconds == 90
+    assert client_options(airport).configured_in == f"target 'airport' in the targets file {path}", \
+        "the client's errors name the file's keys, not the CMX_* settings"
 
 
 def test_the_venue_analytics_options_are_per_target(tmp_path: Path) -> None:
@@ -137,6 +140,7 @@ def test_console_script_exits_2_with_one_line_for_an_invalid_file(tmp_path: Path
 def test_without_a_file_the_settings_are_one_target(argv: list[str], name: str) -> None:
     (target,) = load_settings(argv).targets()
     assert target.name == name
+    assert client_options(target).configured_in is None, "the client's errors name the CMX_* settings"
 
 
 def test_the_single_target_takes_the_settings_options(tmp_path: Path, secret: Path) -> None:

@@ -114,7 +114,11 @@ class CmxClient:
         timeout: float,
         verify: bool | str = True,
         max_retry_wait: float = 30.0,
+        configured_in: str | None = None,
     ) -> None:
+        """``configured_in`` names where the user sets this CMX's options, for the errors that ask for a fix:
+        None for the CMX_* settings, else its target in the targets file."""
+        self._configured_in = configured_in
         self._endpoint = url.rstrip("/") + CLIENTS_PATH
         self._host = urlsplit(url).hostname or url
         self._timeout = timeout
@@ -191,14 +195,19 @@ class CmxClient:
             return
         if status in (401, 403):
             what = "authentication failed" if status == 401 else "access denied"
-            raise PollError("auth", f"{what} (HTTP {status}); check CMX_USERNAME and the password")
+            check = self._setting("username and password_file", "CMX_USERNAME and the password")
+            raise PollError("auth", f"{what} (HTTP {status}); check {check}")
         if 300 <= status < 400:
-            raise PollError("http", f"unexpected redirect (HTTP {status}); set CMX_URL to the address "
-                                    "CMX answers on, credentials are never sent on to another address")
+            raise PollError("http", f"unexpected redirect (HTTP {status}); set {self._setting('url', 'CMX_URL')} "
+                                    "to the address CMX answers on, credentials are never sent on to another address")
         retry_after = _retry_after(response.headers.get("Retry-After"))
         if status == 429:
             raise PollError("http", "rate limited by CMX (HTTP 429)", retry_after)
         raise PollError("http", f"CMX answered HTTP {status}", retry_after)
+
+    def _setting(self, keys: str, variables: str) -> str:
+        """What the user changes to fix this CMX: the CMX_* ``variables``, or the ``keys`` of its target."""
+        return variables if self._configured_in is None else f"the {keys} of {self._configured_in}"
 
     @staticmethod
     def _read_body(response: requests.Response, max_bytes: int) -> bytes:
@@ -220,8 +229,8 @@ class CmxClient:
     def _transport_error(self, exc: requests.RequestException) -> PollError:
         cause = exc.args[0].reason if exc.args and isinstance(exc.args[0], MaxRetryError) else None
         if isinstance(exc, requests.exceptions.SSLError):
-            return PollError("connection", f"TLS handshake with {self._host} failed; "
-                                           "check the certificate or set CMX_CA_BUNDLE")
+            return PollError("connection", f"TLS handshake with {self._host} failed; check the certificate "
+                                           f"or set {self._setting('ca_bundle', 'CMX_CA_BUNDLE')}")
         # Before the timeouts: urllib3 makes NewConnectionError (refused, unresolved) a ConnectTimeoutError.
         if isinstance(cause, NameResolutionError):
             return PollError("connection", f"cannot resolve {self._host}")

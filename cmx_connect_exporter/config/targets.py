@@ -203,6 +203,8 @@ class Target:
     options: PollOptions
     password: str | None = field(default=None, repr=False, compare=False)
     ca_digest: bytes = field(default=b"", repr=False, compare=False)  # of the CA bundle's content
+    # where the user sets its options, for errors that ask for a fix: None for the CMX_* settings
+    configured_in: str | None = field(default=None, compare=False)
 
     @property
     def credentials(self) -> tuple[str | None, bytes]:
@@ -286,7 +288,8 @@ def load_targets(path: Path) -> tuple[Target, ...]:
             digest = ca_digest(options)
         except ValueError as exc:
             raise fail(label, "ca_bundle", str(exc)) from None
-        targets.append(Target(checked.name, checked.url, options, password, digest))
+        targets.append(Target(checked.name, checked.url, options, password, digest,
+                              configured_in=f"target {checked.name!r} in the targets file {path}"))
     return tuple(targets)
 
 

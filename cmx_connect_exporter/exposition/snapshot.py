@@ -34,6 +34,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISITORS_TODAY_BY_VISIT,
     VISITORS_TODAY_STAY,
 )
+from cmx_connect_exporter.exposition.gzipped import Gzipped
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
     LAST_SUCCESS,
@@ -263,9 +264,10 @@ class TargetState:
         """When the counts rendered go stale, and the text must be rendered again."""
         return self._rendered[1]
 
-    def exposition(self) -> bytes:
+    def exposition(self, gzipped: bool = False) -> bytes:
         """This target's text alone, as ``/probe`` serves it."""
-        return join_families([self.families()])
+        text = join_families([self.families()])
+        return Gzipped(text).with_tail() if gzipped else text
 
     def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
         with self._lock:
@@ -283,7 +285,7 @@ class Store:
     changes (in the poll's thread) or its counts go stale, never per scrape.
 
     ``live`` holds what changes between polls, such as the process metrics: it is rendered at each
-    scrape and appended to the targets' text."""
+    scrape and appended to the targets' text. The join is gzipped as it is made, for scrapers that take gzip."""
 
     def __init__(self, version: str, clock: Callable[[], float] = time.time,
                  live: CollectorRegistry | None = None) -> None:
@@ -293,7 +295,8 @@ class Store:
         self._targets: dict[str, TargetState] = {}
         self.registry = CollectorRegistry()  # process-wide families, no target label
         self.registry.register(BuildInfoCollector(version))
-        self._joined = b""
+        # the text and its gzip, replaced together: a scrape never sees one join's text with another's gzip
+        self._joined: tuple[bytes, Gzipped] = (b"", Gzipped(b""))
         self._expires = math.inf
 
     def add(self, name: str, stale_after: float, queries: tuple[Query, ...] = (ACTIVE,)) -> TargetState:
@@ -320,14 +323,16 @@ class Store:
     def _rejoin(self) -> None:
         with self._lock:
             states = list(self._targets.values())
-            self._joined = join_families([state.families() for state in states])
+            joined = join_families([state.families() for state in states])
+            self._joined = joined, Gzipped(joined)
             self._expires = min((state.expires for state in states), default=math.inf)
 
-    def exposition(self, targets: bool = True) -> bytes:
+    def exposition(self, targets: bool = True, gzipped: bool = False) -> bytes:
         """All targets' families joined, then the process-wide ones; only these without ``targets``."""
         process_wide = generate_latest(self.registry) + (b"" if self._live is None else generate_latest(self._live))
         if not targets:
-            return process_wide
+            return Gzipped(process_wide).with_tail() if gzipped else process_wide
         if self._clock() > self._expires:
             self._rejoin()
-        return self._joined + process_wide
+        text, packed = self._joined
+        return packed.with_tail(process_wide) if gzipped else text + process_wide

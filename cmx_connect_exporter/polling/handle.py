@@ -13,7 +13,7 @@ import sys
 import time
 
 from cmx_connect_exporter.outcome import PollError
-from cmx_connect_exporter.polling.messages import SIZE, Hello, PollOutcome, PollRequest, VisitorsRequest
+from cmx_connect_exporter.polling.messages import SIZE, Forget, Hello, PollOutcome, PollRequest, VisitorsRequest
 from cmx_connect_exporter.settings import ENV_PREFIX
 
 WORKER_MODULE = "cmx_connect_exporter.polling.worker"
@@ -55,6 +55,7 @@ class PollWorker:
         self._start()
 
     def _start(self) -> None:
+        self.holds: set[str] = set()  # the targets its process has polled, and so may keep a client of
         # -P: the worker imports the installed package, never a checkout in the current directory
         self._process = subprocess.Popen([sys.executable, "-P", "-m", WORKER_MODULE],
                                          env=_worker_environment(), bufsize=0,
@@ -75,6 +76,7 @@ class PollWorker:
         A poll whose worker was killed or died reports no request count: what it cost CMX is unknown.
         """
         started = time.monotonic()
+        self.holds.add(request.target)
         try:
             self._send(request)
             outcome: PollOutcome = pickle.loads(self._receive(started + request.poll_timeout + WORKER_GRACE))
@@ -95,6 +97,14 @@ class PollWorker:
         except Exception as exc:  # the next poll finds no worker, and tries again
             failure = PollError("internal", f"the poll worker failed and could not be replaced ({type(exc).__name__})")
         return PollOutcome(failure, None, time.monotonic() - started)
+
+    def forget(self, targets: set[str]) -> None:
+        """Have the worker, idle, drop what it keeps of ``targets``. A worker whose pipe is broken has died,
+        keeping nothing, and its next poll replaces it."""
+        if gone := targets & self.holds:
+            self.holds -= gone
+            with contextlib.suppress(OSError):
+                self._send(Forget(frozenset(gone)))
 
     def _receive(self, deadline: float) -> bytes:
         (size,) = SIZE.unpack(self._read(SIZE.size, deadline))

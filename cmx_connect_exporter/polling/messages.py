@@ -27,6 +27,7 @@ class ClientOptions:
     verify: bool | str
     max_retry_wait: float
     ca_digest: bytes = b""  # the CA bundle's: a renewed bundle makes new options, so the worker makes a new client
+    configured_in: str | None = None  # Target.configured_in, which the client's errors name
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,14 @@ class VisitorsRequest:
     concurrency: int
     poll_timeout: float
     tz_offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Targets a reload removed: the worker closes what it keeps of each (client, connections, page threads,
+    login pairs), so that no connection to a CMX outlives its target. It has no answer."""
+
+    targets: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

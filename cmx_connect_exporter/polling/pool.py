@@ -2,11 +2,13 @@
 
 A process per target would cost some 35 MiB each, 3.5 GiB for 100 targets; one process for all would let a
 hung CMX hold every other target's poll. A small pool does neither. It starts with one worker and adds one
-(up to ``size``) only when a poll has waited ``GROW_AFTER`` for a free one: a hung target holds one worker
-until its own poll deadline (the handle kills and replaces it then), and the polls behind it get a new
-worker within about half a second. So ``size - 1`` targets can hang at once without delaying the others,
-while polls that merely follow each other share one worker. A target's polls go back to the worker that
-polled it last while it is free, which keeps its connections open.
+(up to ``size``) only when a poll has waited ``GROW_AFTER`` for a free one and no worker has taken or ended a
+poll meanwhile: a hung target holds one worker until its own poll deadline (the handle kills and replaces it
+then), and the polls behind it get a new worker within about half a second. So ``size - 1`` targets can hang
+at once without delaying the others, while polls that merely follow each other share one worker, however
+many queue behind it at once (100 targets starting together), as long as it keeps turning over. A target's
+polls go back to the worker that polled it last while it is free, which keeps its connections open; a target
+a reload removed is forgotten by every worker, and a retired worker by the pool.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 from cmx_connect_exporter.outcome import PollError
 from cmx_connect_exporter.polling.handle import PollWorker, WorkerClosed
@@ -36,6 +39,8 @@ class WorkerPool:
         self._idle: list[PollWorker] = []
         self._all: list[PollWorker] = []
         self._last_worker: dict[str, PollWorker] = {}
+        self._current: frozenset[str] | None = None  # the targets configured, once a reload has said
+        self._turned = time.monotonic()  # when a worker last took or ended a poll
         self._starting = False
         self._closed = False
 
@@ -45,6 +50,20 @@ class WorkerPool:
         with self._cond:
             self._size = size
             self._cond.notify_all()
+
+    def keep(self, targets: Iterable[str]) -> None:
+        """Only ``targets`` are polled from now on: each worker drops what it keeps of any other, an idle one
+        at once, a busy one as its poll ends."""
+        with self._cond:
+            self._current = frozenset(targets)
+            self._last_worker = {name: w for name, w in self._last_worker.items() if name in self._current}
+            for worker in self._idle:
+                self._tidy(worker)
+
+    def _tidy(self, worker: PollWorker) -> None:
+        """Have an idle worker forget the targets no longer configured. Holds the lock."""
+        if self._current is not None:
+            worker.forget(worker.holds - self._current)
 
     @property
     def pids(self) -> list[int]:
@@ -62,11 +81,15 @@ class WorkerPool:
             return worker.poll(request)
         finally:
             with self._cond:
-                self._last_worker[request.target] = worker
+                self._turned = time.monotonic()
                 retire = self._closed or len(self._all) > self._size
                 if retire:
                     self._all.remove(worker)
+                    self._last_worker = {name: w for name, w in self._last_worker.items() if w is not worker}
                 else:
+                    if self._current is None or request.target in self._current:
+                        self._last_worker[request.target] = worker
+                    self._tidy(worker)  # a poll of a target removed meanwhile leaves the worker holding it
                     self._idle.append(worker)
                     self._cond.notify()
             if retire:  # outside the lock: stopping a process takes a while, and other polls go on meanwhile
@@ -79,7 +102,7 @@ class WorkerPool:
                 if self._closed:
                     raise WorkerClosed
                 now = time.monotonic()
-                if not self._all or now >= grow_at:
+                if not self._all or (now >= grow_at and now - self._turned >= GROW_AFTER):
                     self._grow()
                 left = deadline - now
                 if left <= 0:
@@ -90,6 +113,7 @@ class WorkerPool:
             preferred = self._last_worker.get(target)
             worker = preferred if preferred in self._idle else self._idle[-1]
             self._idle.remove(worker)
+            self._turned = time.monotonic()
             return worker
 
     def _grow(self) -> None:

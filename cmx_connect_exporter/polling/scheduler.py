@@ -45,7 +45,8 @@ _poll_numbers = itertools.count(1)
 def client_options(target: Target) -> ClientOptions:
     o = target.options
     return ClientOptions(url=target.url, username=o.username, password=target.password, timeout=o.timeout,
-                         verify=o.verify, max_retry_wait=min(30.0, o.poll_interval / 2), ca_digest=target.ca_digest)
+                         verify=o.verify, max_retry_wait=min(30.0, o.poll_interval / 2), ca_digest=target.ca_digest,
+                         configured_in=target.configured_in)
 
 
 def poll_request(target: Target, expected_sessions: int, number: int = 0, after: int | None = None) -> PollRequest:

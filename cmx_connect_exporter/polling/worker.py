@@ -32,7 +32,14 @@ from cmx_connect_exporter.cmx.paging import PageThreads
 from cmx_connect_exporter.counting.tally import LoginTracker
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.outcome import Counts
-from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollRequest, VisitorsRequest, framed
+from cmx_connect_exporter.polling.messages import (
+    ClientOptions,
+    Forget,
+    Hello,
+    PollRequest,
+    VisitorsRequest,
+    framed,
+)
 from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
@@ -60,6 +67,10 @@ class _Kept:
             self.threads.close()
             self.threads = PageThreads(concurrency)
 
+    def close(self) -> None:
+        self.threads.close()
+        self.client.close()
+
 
 def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     """The worker's loop: a Hello first, then one poll per request, until the parent is gone; a request
@@ -83,9 +94,14 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     kept: dict[str, _Kept] = {}
     while True:
         try:
-            request: PollRequest | VisitorsRequest = pickle.load(requests_in)
+            request: PollRequest | VisitorsRequest | Forget = pickle.load(requests_in)
         except EOFError:  # the parent is gone
             return
+        if isinstance(request, Forget):
+            for name in request.targets:
+                if (gone := kept.pop(name, None)) is not None:
+                    gone.close()
+            continue
         target = kept.get(request.target)
         if target is None:
             target = kept[request.target] = _Kept(request.client, request.concurrency)
@@ -104,7 +120,7 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
 
 def _client(options: ClientOptions) -> CmxClient:
     return CmxClient(options.url, username=options.username, password=options.password, timeout=options.timeout,
-                     verify=options.verify, max_retry_wait=options.max_retry_wait)
+                     verify=options.verify, max_retry_wait=options.max_retry_wait, configured_in=options.configured_in)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import re
 import resource
 import socket
 import ssl
@@ -44,6 +45,7 @@ MAX_CONNECTIONS = 1000  # held at once, and no more than the fd limit leaves roo
 FD_RESERVE = 32  # file descriptors kept for everything but connections: the worker's pipes, logs, imports
 BACKLOG = 128  # a burst of scrapers must not overflow the accept queue: each dropped SYN costs a 1 s retransmit
 OUT_OF_FDS_LOG_EVERY = 60.0
+_REFUSED = re.compile(r"q\s*=\s*0(\.0{0,3})?")  # an Accept-Encoding's weight of zero
 
 # What a logged request line may not hold raw: control characters could end the log line early, forging
 # the next one, or drive the terminal of whoever reads the log. The request line is decoded as Latin-1,
@@ -69,18 +71,18 @@ class Targets(Protocol):
     def polled_here(self, name: str) -> bool | None: ...
 
 
-App = Callable[[str, str], Response]  # the path and the query of a GET or HEAD
+App = Callable[[str, str, bool], Response]  # the path and the query of a GET or HEAD, and whether gzip is accepted
 
 
 def make_app(store: Store, targets: Targets, healthy: Callable[[], bool], probed_mode: bool = False) -> App:
     """In probed mode ``/metrics`` serves only the process-wide series: each target's come from ``/probe`` of
     the one replica that polls it, and a target polled elsewhere would show here as never polled."""
 
-    def app(path: str, query: str) -> Response:
+    def app(path: str, query: str, gzipped: bool) -> Response:
         if path == "/metrics":
-            return Response("200 OK", store.exposition(targets=not probed_mode), CONTENT_TYPE_LATEST)
+            return _exposition(store.exposition(targets=not probed_mode, gzipped=gzipped), gzipped)
         if path == "/probe":
-            return _probe(query, store, targets)
+            return _probe(query, store, targets, gzipped)
         if path == "/healthz":
             ok = healthy()
             return Response("200 OK", b"ok\n") if ok else Response("503 Service Unavailable", b"scheduler stopped\n")
@@ -91,7 +93,21 @@ def make_app(store: Store, targets: Targets, healthy: Callable[[], bool], probed
     return app
 
 
-def _probe(query: str, store: Store, targets: Targets) -> Response:
+def _exposition(body: bytes, gzipped: bool) -> Response:
+    encoding = (("Content-Encoding", "gzip"),) if gzipped else ()
+    return Response("200 OK", body, CONTENT_TYPE_LATEST, headers=(*encoding, ("Vary", "Accept-Encoding")))
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named, and not refused by ``q=0`` (RFC 9110)."""
+    for coding in (accept_encoding or "").split(","):
+        name, _, params = coding.partition(";")
+        if name.strip().lower() == "gzip":
+            return _REFUSED.fullmatch(params.strip().lower()) is None
+    return False
+
+
+def _probe(query: str, store: Store, targets: Targets, gzipped: bool) -> Response:
     """One configured target's series, by name only: a URL or credentials in the query are refused, as
     blackbox_exporter does, so a scrape config can never point the exporter at a host of its choosing."""
     params = parse_qs(query, keep_blank_values=True)
@@ -106,7 +122,7 @@ def _probe(query: str, store: Store, targets: Targets) -> Response:
         shown = name[:64].translate(_ESCAPES)
         return Response("404 Not Found",
                         f"no target named {shown!r} is configured; the targets are listed at /\n".encode())
-    return Response("200 OK", state.exposition(), CONTENT_TYPE_LATEST)
+    return _exposition(state.exposition(gzipped), gzipped)
 
 
 def landing_page(store: Store, targets: Targets) -> str:
@@ -343,7 +359,7 @@ class HttpServer:
             verdict = await self._gate.verdict(request.headers.get("authorization"), address)
             if verdict is not Verdict.PASS:
                 return _UNAUTHORIZED if verdict is Verdict.FAIL else _BUSY
-        return self._app(request.path, request.query)
+        return self._app(request.path, request.query, accepts_gzip(request.headers.get("accept-encoding")))
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's own reports: out of file descriptors once a minute at most (it waits a second before
