@@ -25,6 +25,8 @@ REASON_TEXT: Mapping[Reason, str] = {
     "pagination": "CMX paged inconsistently",
     "internal": "the exporter failed (please report it)",
 }
+# Where a poll's time limit is set, for the errors that ask to raise it, in both processes.
+POLL_TIMEOUT_SETTING = "CMX_POLL_TIMEOUT, or poll_timeout in a targets file"
 # Which query of CMX failed: the active sessions, or the opt-in visitors of the day (CMX_VISITORS_TODAY).
 Query = Literal["active", "visitors_today"]
 QUERIES: tuple[Query, ...] = get_args(Query)

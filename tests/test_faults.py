@@ -28,6 +28,7 @@ import requests
 
 from cmx_connect_exporter.cmx.client import RETRIES
 from cmx_connect_exporter.exposition.names import POLL_REQUESTS
+from cmx_connect_exporter.outcome import POLL_TIMEOUT_SETTING
 from cmx_connect_exporter.polling.handle import WORKER_GRACE
 from cmx_simulator import CLIENTS_PATH, ActiveCounts, Simulator
 from exporter_process import (
@@ -240,9 +241,9 @@ CASES = [
     Case("hang-past-timeout-on-page-3", fault("hang", K), "timeout", ("no answer from 127.0.0.1 within 1 s",),
          noticed_within=REQUEST_DEADLINE),
     Case("slow-pages-without-end", fault("slow_pages"), "timeout",
-         (f"the poll did not end within {POLL_TIMEOUT} s (CMX_POLL_TIMEOUT)",), noticed_within=POLL_TIMEOUT + 1),
+         (f"the poll did not end within {POLL_TIMEOUT} s ({POLL_TIMEOUT_SETTING})",), noticed_within=POLL_TIMEOUT + 1),
     Case("poll-worker-stopped", worker(signal.SIGSTOP), "timeout",
-         (f"the poll did not end within {POLL_TIMEOUT} s (CMX_POLL_TIMEOUT); its worker was replaced",),
+         (f"the poll did not end within {POLL_TIMEOUT} s ({POLL_TIMEOUT_SETTING}); its worker was replaced",),
          noticed_within=POLL_TIMEOUT + WORKER_GRACE),
     Case("poll-worker-killed", worker(signal.SIGKILL), "internal", ("the poll worker died (exit code -9)",)),
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from cmx_connect_exporter.cmx.client import RETRIES, CmxClient
-from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.outcome import POLL_TIMEOUT_SETTING, PollError
 from cmx_connect_exporter.polling.messages import ClientOptions, PollRequest
 from cmx_connect_exporter.polling.poll import run_poll
 from cmx_simulator import Simulator
@@ -42,7 +42,7 @@ FAULTS = [
     ("continue_forever", 0, "timeout", "no answer from 127.0.0.1 within 1 s"),
     ("trickle_chunk_size", K, "timeout", "did not send a page within 1 s"),
     ("gzip_endless_name", 0, "timeout", "did not send a page within 1 s"),
-    ("slow_pages", 0, "timeout", f"the poll did not end within {POLL_TIMEOUT:g} s (CMX_POLL_TIMEOUT)"),
+    ("slow_pages", 0, "timeout", f"the poll did not end within {POLL_TIMEOUT:g} s ({POLL_TIMEOUT_SETTING})"),
 ]
 
 

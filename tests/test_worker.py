@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from cmx_connect_exporter.cmx.client import CLIENTS_PATH
-from cmx_connect_exporter.outcome import Counts, PollError
+from cmx_connect_exporter.outcome import POLL_TIMEOUT_SETTING, Counts, PollError
 from cmx_connect_exporter.polling.handle import WORKER_GRACE, PollWorker
 from cmx_connect_exporter.polling.messages import ClientOptions, Hello, PollOutcome, PollRequest
 from cmx_simulator import Simulator
@@ -169,7 +169,7 @@ def test_a_stopped_worker_is_killed_at_the_poll_deadline_and_replaced(sim: Simul
     outcome = worker.poll(request_of(sim, concurrency=1, poll_timeout=1))
     waited = time.monotonic() - started
     assert error_of(outcome).reason == "timeout"
-    assert "did not end within 1 s (CMX_POLL_TIMEOUT)" in str(outcome.result)
+    assert f"did not end within 1 s ({POLL_TIMEOUT_SETTING})" in str(outcome.result)
     assert 1 + WORKER_GRACE <= waited < 1 + WORKER_GRACE + 3, "noticed at the deadline and its grace, not long after"
     assert worker.pid != stopped and not Path(f"/proc/{stopped}").exists()
     assert counts_of(worker.poll(request_of(sim))).total == sim.active_counts().total

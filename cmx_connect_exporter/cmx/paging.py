@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cmx_connect_exporter.cmx.wire import Body, Page, parse_page
-from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.outcome import POLL_TIMEOUT_SETTING, PollError
 
 FetchBody = Callable[[int, int], Body]
 FetchPage = Callable[[int, int], Page]
@@ -138,14 +138,14 @@ def walk(fetch_body: FetchBody, fold: Fold, *, page_size: int, max_pages: int, c
         index = 0
         for _ in range(max_pages):  # the page is never named here, so it is freed before the next is decoded
             if deadline is not None and time.monotonic() > deadline:
-                raise PollError("timeout", f"the poll did not end within {poll_timeout:g} s (CMX_POLL_TIMEOUT) "
+                raise PollError("timeout", f"the poll did not end within {poll_timeout:g} s ({POLL_TIMEOUT_SETTING}) "
                                            f"with {index} records read")
             received, more = _fold_page(fold, get_page(index, page_size), index, page_size)
             index += received
             if not more:
                 return
-    raise PollError("pagination", f"more than {max_pages} pages; raise CMX_MAX_PAGES if CMX really "
-                                  "holds that many sessions")
+    raise PollError("pagination", f"more than {max_pages} pages; raise CMX_MAX_PAGES (max_pages in a targets file) "
+                                  "if CMX really holds that many sessions")
 
 
 def _fold_page(fold: Fold, page: Page, index: int, page_size: int) -> tuple[int, bool]:

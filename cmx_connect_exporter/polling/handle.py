@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from cmx_connect_exporter.outcome import PollError
+from cmx_connect_exporter.outcome import POLL_TIMEOUT_SETTING, PollError
 from cmx_connect_exporter.polling.messages import SIZE, Forget, Hello, PollOutcome, PollRequest, VisitorsRequest
 from cmx_connect_exporter.settings import ENV_PREFIX
 
@@ -83,7 +83,7 @@ class PollWorker:
             return outcome
         except _Overdue:
             failure = PollError("timeout", f"the poll did not end within {request.poll_timeout:g} s "
-                                           "(CMX_POLL_TIMEOUT); its worker was replaced")
+                                           f"({POLL_TIMEOUT_SETTING}); its worker was replaced")
         except Exception:  # the worker died, or its answer is garbled
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(1)  # a worker whose pipe closed is exiting: its exit code says how
