@@ -58,8 +58,9 @@ class PageThreads:
             left = list(self._left)
         wait(left)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the threads; without ``wait``, requests still out finish on their own, and are never read."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class _Prefetcher:

@@ -55,6 +55,8 @@ class WorkerPool:
         """Only ``targets`` are polled from now on: each worker drops what it keeps of any other, an idle one
         at once, a busy one as its poll ends."""
         with self._cond:
+            if self._closed:
+                return
             self._current = frozenset(targets)
             self._last_worker = {name: w for name, w in self._last_worker.items() if name in self._current}
             for worker in self._idle:

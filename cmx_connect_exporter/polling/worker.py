@@ -68,7 +68,9 @@ class _Kept:
             self.threads = PageThreads(concurrency)
 
     def close(self) -> None:
-        self.threads.close()
+        """Without waiting for the last walk's requests past the end: a removed CMX that hangs must not hold
+        up the worker's next poll."""
+        self.threads.close(wait=False)
         self.client.close()
 
 
