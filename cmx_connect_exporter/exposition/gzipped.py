@@ -15,6 +15,11 @@ LEVEL = 1
 _GZIP_WBITS = 31  # a gzip header and trailer around the deflate stream
 
 
+def gzip_whole(text: bytes) -> bytes:
+    """A text that has no tail to come, as one gzip member: no compressor is kept or copied for it."""
+    return zlib.compress(text, LEVEL, wbits=_GZIP_WBITS)
+
+
 class Gzipped:
     """A text compressed once, to which each answer appends its own tail."""
 

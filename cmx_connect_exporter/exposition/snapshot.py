@@ -34,7 +34,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISITORS_TODAY_BY_VISIT,
     VISITORS_TODAY_STAY,
 )
-from cmx_connect_exporter.exposition.gzipped import Gzipped
+from cmx_connect_exporter.exposition.gzipped import Gzipped, gzip_whole
 from cmx_connect_exporter.exposition.names import (
     BUILD_INFO,
     LAST_SUCCESS,
@@ -267,7 +267,7 @@ class TargetState:
     def exposition(self, gzipped: bool = False) -> bytes:
         """This target's text alone, as ``/probe`` serves it."""
         text = join_families([self.families()])
-        return Gzipped(text).with_tail() if gzipped else text
+        return gzip_whole(text) if gzipped else text
 
     def _swap(self, change: Callable[[Snapshot], Snapshot]) -> None:
         with self._lock:
@@ -331,7 +331,7 @@ class Store:
         """All targets' families joined, then the process-wide ones; only these without ``targets``."""
         process_wide = generate_latest(self.registry) + (b"" if self._live is None else generate_latest(self._live))
         if not targets:
-            return Gzipped(process_wide).with_tail() if gzipped else process_wide
+            return gzip_whole(process_wide) if gzipped else process_wide
         if self._clock() > self._expires:
             self._rejoin()
         text, packed = self._joined
