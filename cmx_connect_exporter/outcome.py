@@ -1,7 +1,7 @@
 """What a poll hands back: the counts, or a PollError with the reason it failed.
 
 Kept apart from the client and the counting code, so the serving process, which only
-publishes outcomes, imports neither (nor requests, nor orjson).
+publishes outcomes, imports neither (nor requests, nor msgspec).
 """
 
 from __future__ import annotations

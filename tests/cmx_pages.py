@@ -11,7 +11,9 @@ import responses
 from responses import matchers
 
 from cmx_connect_exporter.cmx.client import CLIENTS_PATH, CmxClient
+from cmx_connect_exporter.cmx.wire import Page, page_reader
 from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, LANGUAGE, OS
+from cmx_connect_exporter.counting.tally import Tally
 from cmx_connect_exporter.outcome import Counts
 from cmx_connect_exporter.polling.poll import count_active_sessions
 
@@ -56,6 +58,21 @@ def make_client(**overrides: Any) -> CmxClient:
     options: dict[str, Any] = {"username": "api", "password": "s3cr3t-canary", "timeout": 5.0}
     options.update(overrides)
     return CmxClient(BASE_URL, **options)
+
+
+def read_page(body: bytes | bytearray, index: int = 0) -> Page:
+    """A page decoded as a poll with the default options reads it."""
+    return page_reader(Tally().keys)(body, index)
+
+
+def as_records(objects: list[dict[str, Any]]) -> list[Any]:
+    """Decoded JSON objects as a page read with the default options carries them."""
+    return page_reader(Tally().keys).records(objects)
+
+
+def count_records(tally: Tally, records: list[dict[str, Any]], tz_offset: int | None = None) -> int:
+    """Count decoded JSON objects as a page would carry them: as records of the keys the tally reads."""
+    return tally.add_page(page_reader(tally.keys).records(records), tz_offset)
 
 
 def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50, concurrency: int = 1) -> Counts:

@@ -12,14 +12,14 @@ import requests
 import responses
 
 from cmx_connect_exporter.cmx.client import CmxClient
-from cmx_connect_exporter.cmx.wire import Page, parse_page
+from cmx_connect_exporter.cmx.wire import Page, field
 from cmx_connect_exporter.outcome import PollError
-from cmx_pages import ENDPOINT, add_page, envelope, make_client, record
+from cmx_pages import ENDPOINT, add_page, envelope, make_client, read_page, record
 from exporter_process import free_port
 
 
 def fetch(client: CmxClient) -> Page:
-    return parse_page(client.fetch_body(0, 10), 0)
+    return read_page(client.fetch_body(0, 10))
 
 
 def fetch_error(rsps: responses.RequestsMock, **client_options: object) -> PollError:
@@ -33,7 +33,7 @@ def fetch_error(rsps: responses.RequestsMock, **client_options: object) -> PollE
 def test_page_is_parsed_and_auth_is_basic() -> None:
     add_page(responses.mock, 0, 10, envelope([record("00:11:22:33:44:55")], next_index="0"))
     page = fetch(make_client())
-    assert [r["macAddress"] for r in page.records] == ["00:11:22:33:44:55"]
+    assert [field("macAddress")(r) for r in page.records] == ["00:11:22:33:44:55"]
     assert page.next_index == 0
     assert responses.calls[0].request.headers["Authorization"].startswith("Basic ")
 

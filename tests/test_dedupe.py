@@ -10,13 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key, session_keys
+from cmx_pages import as_records
+
+
+def key_of(**fields: object) -> int | None:
+    return session_key(as_records([fields])[0])
 
 
 def test_session_key_is_an_integer_for_a_mac() -> None:
-    assert session_key({"macAddress": "00:11:22:33:44:55"}) == 0x001122334455
-    assert session_key({"mac": "not-a-mac"}) != session_key({"mac": "not-a-mac-2"})
-    assert session_key({"mac": "not-a-mac"}) >= 1 << 63
-    assert session_key({"macAddress": None}) is None
+    assert key_of(macAddress="00:11:22:33:44:55") == 0x001122334455
+    assert key_of(mac="not-a-mac") != key_of(mac="not-a-mac-2")
+    assert key_of(mac="not-a-mac") >= 1 << 63
+    assert key_of(macAddress=None) is None
+    assert key_of(clientMac="00-11-22-33-44-55", mac=None) == 0x001122334455, "the first spelling present"
 
 
 # MAC-like text: mostly the usual form, with the slips a page may hold (other separators, a colon too
@@ -32,7 +38,7 @@ _ODD_MAC = st.one_of(st.text("0123456789abcdefxX:-_ +\u0663\u00e9", min_size=15,
 def test_a_pages_session_keys_are_each_records(macs: list[object], usual_only: bool) -> None:
     if usual_only:
         macs = [mac for mac in macs if isinstance(mac, str) and len(mac) == 17 and mac.count(":") == 5]
-    records = [{"macAddress": mac} for mac in macs]
+    records = as_records([{"macAddress": mac} for mac in macs])
     assert session_keys(records) == [session_key(record) for record in records]
 
 

@@ -11,7 +11,7 @@ import responses
 
 from cmx_connect_exporter.cmx.paging import PageThreads, walk
 from cmx_connect_exporter.outcome import PollError
-from cmx_pages import add_page, envelope, poll, record, requested_indexes, serve_pages, slow_poll
+from cmx_pages import add_page, envelope, poll, read_page, record, requested_indexes, serve_pages, slow_poll
 
 
 @responses.activate
@@ -197,8 +197,9 @@ def test_kept_threads_leave_requests_past_the_end_to_the_next_walk() -> None:
         return json.dumps(envelope(records, count=count)).encode()
 
     def start_walk() -> threading.Thread:
-        thread = threading.Thread(target=walk, args=(fetch_body, lambda records, _offset: len(records)), daemon=True,
-                                  kwargs={"page_size": 5, "max_pages": 10, "concurrency": 4, "threads": threads})
+        options = {"page_size": 5, "max_pages": 10, "concurrency": 4, "threads": threads}
+        thread = threading.Thread(target=walk, args=(fetch_body, read_page, lambda records, _offset: len(records)),
+                                  daemon=True, kwargs=options)
         thread.start()
         return thread
 

@@ -22,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from cmx_connect_exporter.cmx.wire import fast_loads
 from cmx_connect_exporter.counting.dedupe import session_key
 from cmx_connect_exporter.counting.dimensions import (
     BYTES,
@@ -38,7 +37,7 @@ from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH
 from cmx_connect_exporter.exposition.snapshot import TargetState
 from cmx_connect_exporter.outcome import Counts
 from cmx_connect_exporter.polling.poll import count_active_sessions
-from cmx_pages import add_page, envelope, make_client
+from cmx_pages import add_page, as_records, envelope, make_client
 from tool_policy import require_tool
 
 NAME, EMAIL = "Jane Canary-Doe", "jane.canary@example.com"  # in every record; must never show
@@ -163,8 +162,8 @@ def first_of_each_session(pages: list[list[dict[str, Any]]]) -> list[dict[str, A
     seen: set[int] = set()
     kept = []
     for page in pages:
-        for rec in page:
-            key = session_key(rec)
+        for rec, as_read in zip(page, as_records(page), strict=True):
+            key = session_key(as_read)
             if key is None or key not in seen:
                 kept.append(rec)
             if key is not None:
@@ -173,11 +172,7 @@ def first_of_each_session(pages: list[list[dict[str, Any]]]) -> list[dict[str, A
 
 
 def exact_bytes(value: Any) -> int:
-    """The rule for a byte count, written out apart from the tally's: a whole number from 0 to 2**63, or its digits.
-
-    An integer is taken as the exporter receives it: orjson reads one past 64 bits as a float."""
-    if type(value) is int:
-        value = fast_loads(str(value))
+    """The rule for a byte count, written out apart from the tally's: a whole number from 0 to 2**63, or its digits."""
     if type(value) is int or (type(value) is float and value.is_integer()):
         return int(value) if 0 < value < 2**63 else 0
     if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:

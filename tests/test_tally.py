@@ -13,7 +13,7 @@ from cmx_connect_exporter.counting import tally
 from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS, SITE, VISIT
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, byte_count, cap_values, normalise
 from cmx_connect_exporter.outcome import PollError
-from cmx_pages import add_page, envelope, poll, record, serve_pages
+from cmx_pages import add_page, count_records, envelope, poll, record, serve_pages
 
 
 @responses.activate
@@ -100,7 +100,7 @@ def test_tally_keeps_no_long_label_value() -> None:
     tracemalloc.start()
     try:
         for page in range(4):
-            tally.add_page([record(**{key: f"{page} {key} " + "x" * (3 << 20)
+            count_records(tally, [record(**{key: f"{page} {key} " + "x" * (3 << 20)
                                       for key in (*(d.keys[0] for d in read), *VISIT.keys)})], -14400000)
         kept = tracemalloc.get_traced_memory()[0]
     finally:
@@ -122,7 +122,7 @@ def test_split_by_site_caps_the_sites_and_each_breakdown_within_a_site() -> None
     records += [record(**{SITE.keys[0]: "Stand 0"}) for _ in range(6)]
     records.append(record(site="Stand 1"))  # an alternate key
     tally = Tally(labels=[AUTHTYPE.label, DEVICE.label, SITE.label], split_by=SITE.label)
-    tally.add_page(records, -14_400_000)
+    count_records(tally, records, -14_400_000)
     counts = tally.counts(max_label_values=3)
     assert counts.split_by == SITE.label and counts.by_label == {}
     assert {site: sub.total for site, sub in counts.by_split.items()} == {"Stand 0": 16, "Stand 1": 11, "other": 20}
@@ -145,7 +145,7 @@ def test_byte_count_is_a_plausible_counter_or_nothing(value: Any, count: int) ->
 
 def test_huge_byte_counts_on_a_page_are_left_out_of_the_sum() -> None:
     tally_ = Tally()
-    tally_.add_page([record(bytesSent=1.7e308), record(bytesSent=1.7e308), record(bytesSent=7)])
+    count_records(tally_, [record(bytesSent=1.7e308), record(bytesSent=1.7e308), record(bytesSent=7)])
     counts = tally_.counts(50)
     assert counts.bytes_sent == 7
 
@@ -153,7 +153,7 @@ def test_huge_byte_counts_on_a_page_are_left_out_of_the_sum() -> None:
 def test_split_past_the_tracked_values_goes_to_other(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tally, "MAX_TRACKED_VALUES", 3)
     tally_ = Tally(split_by=SITE.label)
-    tally_.add_page([record(**{SITE.keys[0]: f"Stand {i}"}) for i in range(6)])
+    count_records(tally_, [record(**{SITE.keys[0]: f"Stand {i}"}) for i in range(6)])
     counts = tally_.counts(50)
     assert sorted(counts.by_split) == ["Stand 0", "Stand 1", "Stand 2", "other"]
     assert counts.by_split["other"].total == 3
@@ -163,5 +163,5 @@ def test_values_python_thinks_equal_keep_their_own_labels() -> None:
     """JSON's true, 1 and 1.0 are one dict key to Python; as labels they are unknown, 1 and 1.0."""
     for order in ([True, 1, 1.0], [1.0, 1, True]):
         tally_ = Tally()
-        tally_.add_page([record(device=value) for value in order])
+        count_records(tally_, [record(device=value) for value in order])
         assert tally_.counts(50).by_label[DEVICE.label] == {"unknown": 1, "1": 1, "1.0": 1}

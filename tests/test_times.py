@@ -10,7 +10,7 @@ import pytest
 from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS, LAST_LOGIN_KEY, VISIT
 from cmx_connect_exporter.counting.tally import LoginTracker, Tally
 from cmx_connect_exporter.counting.times import epoch_seconds, offset_seconds
-from cmx_pages import record
+from cmx_pages import count_records, record
 
 EST_MS = -14_400_000  # the reference's sample timeZoneOffset: UTC-4, in milliseconds
 T = 1_795_000_000  # 2026-11-18 11:06:40 UTC, 07:06:40 at UTC-4
@@ -57,7 +57,7 @@ def test_time_zone_offset_units(sent: int | None, seconds: int | None) -> None:
 
 def tally_of(records: list[dict[str, Any]], now: float = T, tz_offset: int | None = EST_MS) -> Tally:
     tally = Tally(now=now)
-    tally.add_page(records, tz_offset)
+    count_records(tally, records, tz_offset)
     return tally
 
 
@@ -95,7 +95,7 @@ def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:
     def poll(records: list[dict[str, Any]]) -> int:
         logins = tracker.start()
         tally = Tally(now=T, logins=logins)
-        tally.add_page(records, EST_MS)
+        count_records(tally, records, EST_MS)
         tracker.commit(logins)
         return tally.counts(50).logins
 

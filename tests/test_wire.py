@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
-from cmx_connect_exporter.cmx import wire
-from cmx_connect_exporter.cmx.wire import parse_page
+from cmx_connect_exporter.cmx.wire import PageReader, field
+from cmx_connect_exporter.counting.tally import Tally
 from cmx_connect_exporter.outcome import PollError
-from cmx_pages import envelope, record
+from cmx_pages import envelope, read_page, record
 
 
 @pytest.mark.parametrize(("next_index", "read"), [
@@ -26,15 +27,22 @@ from cmx_pages import envelope, record
 ], ids=["superscript", "arabic-indic", "5000 digits", "19 digits", "negative", "exponent", "spaced", "18 digits",
         "zero"])
 def test_next_index_is_read_only_from_a_few_ascii_digits(next_index: str, read: int | None) -> None:
-    page = parse_page(json.dumps(envelope([record()], next_index)).encode(), 100)
+    page = read_page(json.dumps(envelope([record()], next_index)).encode(), 100)
     assert page.next_index == read
 
 
-@pytest.fixture(params=["fast", "stdlib"])
-def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pages are decoded by orjson, then by the stdlib when orjson refuses; without orjson, by the stdlib alone."""
+class _Refuses:
+    def decode(self, body: bytes) -> Any:
+        raise msgspec.DecodeError("refused")
+
+
+@pytest.fixture(params=["msgspec", "stdlib"])
+def reader(request: pytest.FixtureRequest) -> PageReader:
+    """Pages are decoded by msgspec, then by the stdlib when msgspec refuses; "stdlib" takes that path at once."""
+    reader = PageReader(Tally().keys)
     if request.param == "stdlib":
-        monkeypatch.setattr(wire, "fast_loads", json.loads)
+        reader._decoder = _Refuses()  # type: ignore[assignment]
+    return reader
 
 
 @pytest.mark.parametrize(("body", "problem"), [
@@ -47,9 +55,9 @@ def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     (b'{"nextIndex": 0, "records": [{"macAddress": "00:11', "is truncated JSON"),
     (b"CMX Error", "is not JSON"),
 ], ids=["long number in a record", "long nextIndex", "deep", "deep in a record", "truncated", "text"])
-def test_undecodable_page_is_a_bad_response_that_says_why(decoder: None, body: bytes, problem: str) -> None:
+def test_undecodable_page_is_a_bad_response_that_says_why(reader: PageReader, body: bytes, problem: str) -> None:
     with pytest.raises(PollError) as caught:
-        parse_page(body, 300)
+        reader(body, 300)
     assert caught.value.reason == "bad_response"
     assert str(caught.value) == f"page at index 300 {problem}", "the message names the problem, never the content"
 
@@ -59,4 +67,42 @@ def test_undecodable_page_is_a_bad_response_that_says_why(decoder: None, body: b
                          ids=["number", "text", "signed zero", "superscript", "null", "bool"])
 def test_time_zone_offset_is_kept_as_sent_when_it_is_a_plain_integer(offset: Any, read: int | None) -> None:
     body = {**envelope([record()]), "timeZoneOffset": offset}
-    assert parse_page(json.dumps(body).encode(), 0).tz_offset == read
+    assert read_page(json.dumps(body).encode()).tz_offset == read
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"[1, 2]", "has no 'records' list"),
+    (b'{"records": {"macAddress": "00:11:22:33:44:55"}}', "has no 'records' list"),
+    (b'{"nextIndex": 0}', "has no 'records' list"),
+    (b'{"records": [{"macAddress": "00:11:22:33:44:55"}, "00:11:22:33:44:55"]}',
+     "holds a record that is not a JSON object"),
+], ids=["a list", "an object", "missing", "a string record"])
+def test_page_of_the_wrong_shape_is_a_bad_response_that_says_why(reader: PageReader, body: bytes,
+                                                                   problem: str) -> None:
+    with pytest.raises(PollError) as caught:
+        reader(body, 300)
+    assert (caught.value.reason, str(caught.value)) == ("bad_response", f"page at index 300 {problem}")
+
+
+@pytest.mark.parametrize("body", [
+    b'{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS", "Email": "a@b.example"}], "nextIndex": 1}',
+    b'{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS\ud800", "Email": "a@b.example"}], '
+    b'"nextIndex": 1}',  # a lone surrogate, which only the stdlib reads
+    b'\xef\xbb\xbf{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS", "Email": "a@b.example"}], '
+    b'"nextIndex": 1}',  # a byte order mark
+], ids=["plain", "lone surrogate", "BOM"])
+def test_records_hold_only_the_keys_read(reader: PageReader, body: bytes) -> None:
+    """Fields the tally never reads, such as a guest's e-mail, are skipped by the decoder: never held."""
+    page = reader(body, 0)
+    assert page.next_index == 1
+    [only] = page.records
+    assert field("macAddress")(only) == "00:11:22:33:44:55"
+    assert field("authType")(only).startswith("SMS")
+    assert field("language")(only) is None, "a key the record lacks reads as None"
+    assert "a@b.example" not in repr(only)
+    assert not hasattr(only, "Email") and not hasattr(only, "k_Email")
+
+
+def test_keys_that_differ_only_in_punctuation_are_refused() -> None:
+    with pytest.raises(ValueError, match="two record keys"):
+        PageReader(["location/Site", "location_Site"])

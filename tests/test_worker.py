@@ -110,13 +110,13 @@ def test_the_first_poll_is_timed_without_the_workers_start(sim: Simulator) -> No
     finally:
         handle.close()
     assert counts_of(first).total == sim.active_counts().total
-    # a new interpreter importing requests, urllib3 and orjson takes far longer than 0.1 s here
+    # a new interpreter importing requests, urllib3 and msgspec takes far longer than 0.1 s here
     assert first.duration <= 3 * later + 0.05, f"first poll {first.duration:.3f} s, later ones {later:.3f} s"
 
 
 def test_the_serving_process_needs_neither_requests_nor_the_counting_code() -> None:
     """What the worker exists for: the process that answers scrapes carries none of the poll's weight."""
-    heavy = ("requests", "urllib3", "orjson", "cmx_connect_exporter.polling.poll", "cmx_connect_exporter.cmx.client",
+    heavy = ("requests", "urllib3", "msgspec", "cmx_connect_exporter.polling.poll", "cmx_connect_exporter.cmx.client",
              "cmx_connect_exporter.counting.tally")
     probe = f"import sys, cmx_connect_exporter.cli; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)

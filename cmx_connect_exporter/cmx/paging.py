@@ -14,11 +14,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
-from cmx_connect_exporter.cmx.wire import Body, Page, parse_page
+from cmx_connect_exporter.cmx.wire import Body, Page
 from cmx_connect_exporter.outcome import POLL_TIMEOUT_SETTING, PollError
 
 FetchBody = Callable[[int, int], Body]
 FetchPage = Callable[[int, int], Page]
+ReadPage = Callable[[Body, int], Page]  # decodes the body of the page at an index: a wire.PageReader
 # counts a page's records, given its timeZoneOffset; returns how many sessions were new
 Fold = Callable[[list[Any], int | None], int]
 
@@ -74,8 +75,10 @@ class _Prefetcher:
     has not changed across a page boundary is polled with no request past the end.
     """
 
-    def __init__(self, fetch_body: FetchBody, depth: int, threads: PageThreads, expected_sessions: int) -> None:
+    def __init__(self, fetch_body: FetchBody, read: ReadPage, depth: int, threads: PageThreads,
+                 expected_sessions: int) -> None:
         self._fetch = fetch_body
+        self._read = read
         self._depth = depth
         self._threads = threads
         self._expected = expected_sessions
@@ -83,7 +86,7 @@ class _Prefetcher:
 
     def __call__(self, index: int, count: int) -> Page:
         self._ask_ahead(index, count)
-        page = parse_page(self._in_flight.pop(index).result(), index)
+        page = self._read(self._in_flight.pop(index).result(), index)
         if len(page.records) == count:  # the walk goes on at index + count, whatever nextIndex says
             self._ask_ahead(index + count, count)
         return page
@@ -107,16 +110,16 @@ class _Prefetcher:
 
 
 @contextmanager
-def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int,
+def _page_source(fetch_body: FetchBody, read: ReadPage, concurrency: int, expected_sessions: int,
                  threads: PageThreads | None) -> Iterator[FetchPage]:
     if concurrency <= 1:
-        yield lambda index, count: parse_page(fetch_body(index, count), index)
+        yield lambda index, count: read(fetch_body(index, count), index)
         return
     own = threads is None
     if threads is None:
         threads = PageThreads(concurrency)
     threads.settle()
-    prefetcher = _Prefetcher(fetch_body, concurrency, threads, expected_sessions)
+    prefetcher = _Prefetcher(fetch_body, read, concurrency, threads, expected_sessions)
     try:
         yield prefetcher
     finally:
@@ -125,9 +128,9 @@ def _page_source(fetch_body: FetchBody, concurrency: int, expected_sessions: int
             threads.close()
 
 
-def walk(fetch_body: FetchBody, fold: Fold, *, page_size: int, max_pages: int, concurrency: int = 1,
+def walk(fetch_body: FetchBody, read: ReadPage, fold: Fold, *, page_size: int, max_pages: int, concurrency: int = 1,
          expected_sessions: int = 0, poll_timeout: float | None = None, threads: PageThreads | None = None) -> None:
-    """Hand every page to ``fold``, in index order. Raises PollError.
+    """Hand every page, as ``read`` decodes it, to ``fold``, in index order. Raises PollError.
 
     ``expected_sessions`` (the last poll's total) tells concurrent fetching where the list
     probably ends. Past ``poll_timeout`` seconds no further page is asked for: each page
@@ -135,7 +138,7 @@ def walk(fetch_body: FetchBody, fold: Fold, *, page_size: int, max_pages: int, c
     poll, a concurrent walk makes its own and waits for all its requests before it returns.
     """
     deadline = time.monotonic() + poll_timeout if poll_timeout is not None else None
-    with _page_source(fetch_body, concurrency, expected_sessions, threads) as get_page:
+    with _page_source(fetch_body, read, concurrency, expected_sessions, threads) as get_page:
         index = 0
         for _ in range(max_pages):  # the page is never named here, so it is freed before the next is decoded
             if deadline is not None and time.monotonic() > deadline:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import secrets
 from array import array
 from binascii import unhexlify
-from collections.abc import Iterable, Mapping
-from itertools import repeat
+from collections.abc import Iterable
 from struct import unpack
 from typing import Any
 
+from cmx_connect_exporter.cmx.wire import field
+
 MAC_KEYS = ("macAddress", "mac", "clientMac")  # the documented spelling first
+_MAC_FIELDS = tuple(map(field, MAC_KEYS))
+_MAC = _MAC_FIELDS[0]
 
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
 _PADDED_COLONS = (6, 9, 12, 15, 18)  # in "0000aa:bb:cc:dd:ee:ff"
@@ -23,9 +26,9 @@ _SHARD_BITS = 6
 _SLOT_BITS = 64 - _SHARD_BITS
 
 
-def session_key(record: Mapping[str, Any]) -> int | None:
-    """A compact key for de-duplication: the MAC as an integer, else a hash of its text."""
-    mac = record.get("macAddress")
+def session_key(record: Any) -> int | None:
+    """A compact key for de-duplication, from a Record: the MAC as an integer, else a hash of its text."""
+    mac = _MAC(record)
     if mac.__class__ is str and len(mac) == 17:  # the usual aa:bb:cc:dd:ee:ff, without the slow path
         digits = mac.replace(":", "")
         if len(digits) == 12 and digits.isalnum():
@@ -33,8 +36,8 @@ def session_key(record: Mapping[str, Any]) -> int | None:
                 return int(digits, 16)
             except ValueError:
                 pass
-    for name in MAC_KEYS:
-        mac = record.get(name)
+    for read in _MAC_FIELDS:
+        mac = read(record)
         if isinstance(mac, str) and (text := mac.strip().lower()):
             digits = text.translate(_MAC_SEPARATORS)
             if 0 < len(digits) <= 12 and digits.isalnum():
@@ -46,13 +49,13 @@ def session_key(record: Mapping[str, Any]) -> int | None:
     return None
 
 
-def session_keys(records: list[dict[str, Any]]) -> list[int | None]:
+def session_keys(records: list[Any]) -> list[int | None]:
     """Each record's ``session_key``; in C, a page at a time, when every MAC is the usual aa:bb:cc:dd:ee:ff.
 
     Such a MAC, padded with four zeros and its colons dropped, is the 16 hex digits of an 8-byte
     integer: the page's MACs are joined and read at once. Any other page is read record by record.
     """
-    macs = list(map(dict.get, records, repeat("macAddress")))
+    macs = list(map(_MAC, records))
     count = len(macs)
     if count and set(map(type, macs)) == {str} and set(map(len, macs)) == {17}:
         padded = "0000" + "0000".join(macs)  # each MAC then spans 21 characters, colons at the same places

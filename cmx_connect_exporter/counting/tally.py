@@ -7,14 +7,15 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import cached_property
 from itertools import compress, repeat
 from operator import is_
 from typing import Any
 
-from cmx_connect_exporter.counting.dedupe import SeenKeys, session_keys
+from cmx_connect_exporter.cmx.wire import field
+from cmx_connect_exporter.counting.dedupe import MAC_KEYS, SeenKeys, session_keys
 from cmx_connect_exporter.counting.dimensions import (
     BY_LABEL,
     BYTES_KEYS,
@@ -28,7 +29,7 @@ from cmx_connect_exporter.counting.dimensions import (
     VISIT,
 )
 from cmx_connect_exporter.counting.times import epoch_seconds, local_day, offset_seconds
-from cmx_connect_exporter.outcome import Counts, Dwell, PollError
+from cmx_connect_exporter.outcome import Counts, Dwell
 
 UNKNOWN = "unknown"
 OTHER = "other"
@@ -40,7 +41,9 @@ _MAX_RAW_LENGTH = 4 * MAX_VALUE_LENGTH
 # straight to "other", so a hostile or broken server cannot grow memory.
 MAX_TRACKED_VALUES = 10_000
 _MAX_CACHED_VALUES = 4096
-_SENT_KEY, _RECEIVED_KEY = BYTES_KEYS["sent"], BYTES_KEYS["received"]
+_SENT, _RECEIVED = field(BYTES_KEYS["sent"]), field(BYTES_KEYS["received"])
+_FIRST_LOGIN, _LAST_LOGIN = field(FIRST_LOGIN_KEY), field(LAST_LOGIN_KEY)
+_LAST_LOGOUT = tuple(map(field, LAST_LOGOUT_KEYS))
 _MAX_BYTES_DIGITS = 20
 # A byte counter at or past 2**63 is no count: read as 0, so that no sum can overflow a float when rendered.
 _MAX_BYTES = 2**63
@@ -192,13 +195,16 @@ class Tally:
         self._stays = stays
         self._split_by = split_by
         wanted = [BY_LABEL[label] for label in labels if label != split_by]
-        self._labels = tuple(d.label for d in wanted if not d.derived)
+        read = [d for d in wanted if not d.derived]
         self._visit = VISIT in wanted
-        if self._visit:
-            self._labels += (VISIT.label,)
-        # (first key, other keys) per string dimension, unpacked once rather than per record
-        self._keys = tuple((d.keys[0], d.keys[1:]) for d in wanted if not d.derived)
-        self._split_keys = BY_LABEL[split_by].keys if split_by else ()
+        self._labels = tuple(d.label for d in read) + ((VISIT.label,) if self._visit else ())
+        split = BY_LABEL[split_by].keys if split_by else ()
+        self.keys: tuple[str, ...] = tuple(dict.fromkeys(  # the record keys it reads, and no others
+            (*MAC_KEYS, *(key for d in read for key in d.keys), *split, LAST_LOGIN_KEY, *BYTES_KEYS.values(),
+             *((FIRST_LOGIN_KEY,) if self._visit else ()), *(LAST_LOGOUT_KEYS if stays else ()))))
+        # (first key's reader, other keys' readers) per string dimension, made once rather than per record
+        self._fields = tuple((field(d.keys[0]), tuple(map(field, d.keys[1:]))) for d in read)
+        self._split_fields = tuple(map(field, split))
         self._groups: dict[str, _Group] = {}
         self._single = None if split_by else self._group("")
         self._cache: dict[str, str] = {}
@@ -225,7 +231,7 @@ class Tally:
         if self._single is not None:
             self._add(self._single, fresh, keys, offset)
         else:
-            parts: dict[str, tuple[list[dict[str, Any]], list[int | None]]] = {}
+            parts: dict[str, tuple[list[Any], list[int | None]]] = {}
             for record, key in zip(fresh, keys, strict=True):
                 part = parts.setdefault(self._split_value(record), ([], []))
                 part[0].append(record)
@@ -235,24 +241,22 @@ class Tally:
         self.total += len(fresh)
         return len(fresh)
 
-    def _fresh(self, records: list[Any]) -> tuple[list[dict[str, Any]], list[int | None]]:
+    def _fresh(self, records: list[Any]) -> tuple[list[Any], list[int | None]]:
         """The page's records of sessions not yet counted in this poll, and their session keys."""
-        if not set(map(type, records)) <= {dict}:
-            raise PollError("bad_response", "a record is not a JSON object")
         keys = session_keys(records)
         new = self._seen.add_all(keys)
         if all(new):
             return records, keys
         return list(compress(records, new)), list(compress(keys, new))
 
-    def _add(self, group: _Group, records: list[dict[str, Any]], keys: list[int | None], offset: int | None) -> None:
+    def _add(self, group: _Group, records: list[Any], keys: list[int | None], offset: int | None) -> None:
         group.total += len(records)
-        for (first, others), counter in zip(self._keys, group.counters, strict=False):  # visit's, last, has no key
+        for (first, others), counter in zip(self._fields, group.counters, strict=False):  # visit's, last, has none
             for raw, n in _raw_values(records, first, others).items():
                 _add_to(counter, self._value(raw), n)
-        group.sent += _byte_sum(records, _SENT_KEY)
-        group.received += _byte_sum(records, _RECEIVED_KEY)
-        lasts = list(map(dict.get, records, repeat(LAST_LOGIN_KEY)))
+        group.sent += _byte_sum(records, _SENT)
+        group.received += _byte_sum(records, _RECEIVED)
+        lasts = list(map(_LAST_LOGIN, records))
         logins = list(map(epoch_seconds, lasts, repeat(offset)))
         self.unreadable_login_time += logins.count(None)
         dwells = self._dwells(records, logins, offset)
@@ -260,14 +264,14 @@ class Tally:
             group.dwell[bucket] += n
         group.dwell_sum += sum(dwells)
         if self._visit:
-            visits = Counter(map(_visit, map(dict.get, records, repeat(FIRST_LOGIN_KEY)), lasts, logins,
+            visits = Counter(map(_visit, map(_FIRST_LOGIN, records), lasts, logins,
                                  repeat(offset)))
             for value, n in visits.items():
                 _add_to(group.counters[-1], value, n)
         if self._logins is not None:
             self._logins.see(keys, logins)
 
-    def _dwells(self, records: list[dict[str, Any]], logins: list[float | None], offset: int | None) -> list[float]:
+    def _dwells(self, records: list[Any], logins: list[float | None], offset: int | None) -> list[float]:
         """What the histogram measures of each session with a readable login: ``now`` minus it or, with ``stays``,
         the logout minus it, for those that left. A login in the future is clock skew: 0 s."""
         if self._stays:
@@ -277,8 +281,8 @@ class Tally:
         now = self._now
         return [now - login if now > login else 0.0 for login in logins if login is not None]
 
-    def _split_value(self, record: Mapping[str, Any]) -> str:
-        return self._value(next((v for k in self._split_keys if (v := record.get(k)) is not None), None))
+    def _split_value(self, record: Any) -> str:
+        return self._value(_first_present(record, self._split_fields))
 
     def _value(self, raw: Any) -> str:
         """A raw value's label value, from a small cache of short values."""
@@ -319,18 +323,21 @@ def _visit(raw_first: Any, raw_last: Any, login: float | None, offset: int | Non
     return RETURNING if local_day(first, offset) < local_day(login, offset) else NEW
 
 
-def _logout(record: dict[str, Any], login: float, offset: int | None) -> float | None:
+def _logout(record: Any, login: float, offset: int | None) -> float | None:
     """When the session left, or None while it is connected: a logout before the last login is an earlier visit's."""
-    raw = record.get(LAST_LOGOUT_KEYS[0])
-    if raw is None:
-        raw = record.get(LAST_LOGOUT_KEYS[1])
-    logout = epoch_seconds(raw, offset)
+    logout = epoch_seconds(_first_present(record, _LAST_LOGOUT), offset)
     return logout if logout is not None and logout >= login else None
 
 
-def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ...]) -> Counter[Any]:
+def _first_present(record: Any, fields: tuple[Callable[[Any], Any], ...]) -> Any:
+    """The value of the first of ``fields`` the record holds, or None."""
+    return next((value for read in fields if (value := read(record)) is not None), None)
+
+
+def _raw_values(records: list[Any], first: Callable[[Any], Any],
+                others: tuple[Callable[[Any], Any], ...]) -> Counter[Any]:
     """How often each raw value of a dimension occurs, read from ``first``, else the first of ``others`` present."""
-    values = list(map(dict.get, records, repeat(first)))
+    values = list(map(first, records))
     try:
         found = Counter(values)
     except TypeError:  # a list or an object as a value
@@ -339,7 +346,7 @@ def _raw_values(records: list[dict[str, Any]], first: str, others: tuple[str, ..
         found = Counter(map(_countable, values))
     missing = found.pop(None, 0)
     if missing and others:  # the few records without ``first``, picked out in C
-        found.update(_countable(next((v for k in others if (v := record.get(k)) is not None), None))
+        found.update(_countable(_first_present(record, others))
                      for record in compress(records, map(is_, values, repeat(None))))
     elif missing:
         found[None] = missing
@@ -354,9 +361,9 @@ def _countable(value: Any) -> Any:
     return value if value is None or value.__class__ is str else normalise(value)
 
 
-def _byte_sum(records: list[dict[str, Any]], key: str) -> int:
+def _byte_sum(records: list[Any], read: Callable[[Any], Any]) -> int:
     """The sum of a byte counter over records; in C when every value is a non-negative int, as usual."""
-    values = list(map(dict.get, records, repeat(key)))
+    values = list(map(read, records))
     if set(map(type, values)) <= {int} and (not values or (min(values) >= 0 and max(values) < _MAX_BYTES)):
         return sum(values)
     return sum(map(byte_count, values))

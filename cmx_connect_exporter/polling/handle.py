@@ -22,12 +22,11 @@ WORKER_MODULE = "cmx_connect_exporter.polling.worker"
 WORKER_GRACE = 1.0
 
 # glibc gives each thread that allocates its own malloc arena, and each keeps the page buffers it
-# freed, so concurrent fetchers would hold several megabytes more; one arena is shared instead
-# (measured: 81.0 -> 79.5 MiB at 100k sessions with four pages in flight). The mmap threshold is
-# left to adjust itself: fixed at its default of 128 KiB, the buffer orjson decodes a page into
-# (several MiB) is mapped and faulted in anew for every page, which made decoding 2.2 times slower.
-# Other C libraries ignore it.
-MALLOC_TUNING = {"MALLOC_ARENA_MAX": "1"}
+# freed, so concurrent fetchers would hold several megabytes more; one arena is shared instead.
+# The mmap threshold is fixed at its default, 128 KiB, where glibc would raise it after the first
+# large free: page bodies and their read buffers are then mapped, and unmapped when freed, rather
+# than left to fragment the heap. Other C libraries ignore both. Figures: benchmarks/results.md.
+MALLOC_TUNING = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def _worker_environment() -> dict[str, str]:

@@ -1,6 +1,6 @@
 """What the parent and its poll worker say to each other, typed; each message is a pickle.
 
-The serving process imports this and nothing heavier: no requests, no orjson, no counting code.
+The serving process imports this and nothing heavier: no requests, no msgspec, no counting code.
 """
 
 from __future__ import annotations

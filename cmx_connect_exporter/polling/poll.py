@@ -11,7 +11,7 @@ from functools import partial
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.paging import FetchBody, PageThreads, walk
-from cmx_connect_exporter.cmx.wire import Body
+from cmx_connect_exporter.cmx.wire import Body, page_reader
 from cmx_connect_exporter.counting.dimensions import LABELS, VISIT
 from cmx_connect_exporter.counting.tally import LoginTracker, Tally
 from cmx_connect_exporter.counting.times import DAY, local_day, offset_seconds
@@ -33,8 +33,8 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
     """
     seen = logins.start() if logins is not None else None
     tally = Tally(expected_sessions, labels=dimensions, split_by=split_by, logins=seen, now=now)
-    walk(fetch_body, tally.add_page, page_size=page_size, max_pages=max_pages, concurrency=concurrency,
-         expected_sessions=expected_sessions, poll_timeout=poll_timeout, threads=threads)
+    walk(fetch_body, page_reader(tally.keys), tally.add_page, page_size=page_size, max_pages=max_pages,
+         concurrency=concurrency, expected_sessions=expected_sessions, poll_timeout=poll_timeout, threads=threads)
     counts = tally.counts(max_label_values)
     if logins is not None and seen is not None:
         logins.commit(seen)
@@ -61,8 +61,8 @@ def count_visitors_today(fetch_since: Callable[..., Body], *, tz_offset: int | N
     moment = time.time() if now is None else now
     fetch_body = partial(fetch_since, since=last_local_midnight(moment, tz_offset))
     tally = Tally(labels=(VISIT.label,), now=moment, stays=True)
-    walk(fetch_body, tally.add_page, page_size=page_size, max_pages=max_pages, concurrency=concurrency,
-         poll_timeout=poll_timeout, threads=threads)
+    walk(fetch_body, page_reader(tally.keys), tally.add_page, page_size=page_size, max_pages=max_pages,
+         concurrency=concurrency, poll_timeout=poll_timeout, threads=threads)
     counts = tally.counts(len(VISIT.values))
     return Visitors(total=counts.total, by_visit=counts.by_label[VISIT.label], stays=counts.dwell)
 
