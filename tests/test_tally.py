@@ -10,7 +10,7 @@ import pytest
 import responses
 
 from cmx_connect_exporter.counting import tally
-from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS, SITE, VISIT
+from cmx_connect_exporter.counting.dimensions import AUTHTYPE, DEVICE, DIMENSIONS, LANGUAGE, OS, SITE, SPLITS, VISIT
 from cmx_connect_exporter.counting.tally import MAX_VALUE_LENGTH, Tally, byte_count, cap_values, normalise
 from cmx_connect_exporter.outcome import PollError
 from cmx_pages import add_page, count_records, envelope, poll, record, serve_pages
@@ -109,6 +109,19 @@ def test_tally_keeps_no_long_label_value() -> None:
     counts = tally.counts(max_label_values=50)
     assert counts.total == 4 == counts.unreadable_login_time
     assert all(len(value) == MAX_VALUE_LENGTH for values in counts.by_label.values() for value in values)
+
+
+@pytest.mark.parametrize("stays", [False, True])
+@pytest.mark.parametrize("split_by", [None, *(d.label for d in SPLITS)])
+def test_a_tally_reads_only_keys_it_asks_the_decoder_for(split_by: str | None, stays: bool) -> None:
+    """Every option, every dimension alone: a record decoded for the tally's keys is counted without a miss."""
+    for labels in [(), *((d.label,) for d in DIMENSIONS), tuple(d.label for d in DIMENSIONS)]:
+        tally_ = Tally(labels=labels, split_by=split_by, stays=stays, now=1_795_000_000)
+        everything = {key: "x" for d in DIMENSIONS for key in d.keys} | {
+            "macAddress": "00:11:22:33:44:55", "firstLoginTime": "2026-11-18 06:00:00",
+            "lastLoginTime": "2026-11-18 07:00:00", "lastLogoutTime": "2026-11-18 07:05:00", "bytesSent": 5}
+        count_records(tally_, [everything], -14_400_000)
+        assert tally_.counts(50).total == 1
 
 
 def test_cap_values_keeps_the_most_frequent_and_breaks_ties_by_name() -> None:

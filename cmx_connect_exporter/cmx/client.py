@@ -166,7 +166,7 @@ class CmxClient:
             self._requests += 1
 
     def fetch_body(self, index: int, count: int, since: int | None = None) -> bytes:
-        """The raw body of one page of active sessions; ``wire.parse_page`` reads it. Raises PollError.
+        """The raw body of one page of active sessions; a ``wire.PageReader`` reads it. Raises PollError.
 
         With ``since`` (epoch seconds), the page is of every session, active or not, whose last
         login is at ``since`` or later. Fetching and decoding are apart so that concurrent

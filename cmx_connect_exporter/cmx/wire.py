@@ -1,8 +1,9 @@
 """The wire format of a clients page: its envelope decoded and checked for shape, read tolerantly.
 
-A record is decoded into a ``Record`` of just the keys the counting reads (msgspec skips the rest,
+A record is decoded into a Record of just the keys the counting reads (msgspec skips the rest,
 such as names and e-mail addresses, without making a Python object of them): each key is any JSON
-value, or None when the record lacks it.
+value, or None when the record lacks it. A page msgspec refuses is read whole by the stdlib's json,
+then cut down to the same records.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ _OFFSET_TEXT = re.compile(r"[+-]?[0-9]{1,18}")
 _NOT_AN_IDENTIFIER = re.compile(r"\W")
 
 Body = bytes | bytearray
-Record = msgspec.Struct  # an instance of the type ``PageReader`` made for its keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class PageReader:
                     tz_offset=as_int(envelope.timeZoneOffset, _OFFSET_TEXT))
 
     def records(self, objects: list[dict[str, Any]]) -> list[Any]:
-        """Records from decoded JSON objects, as a page would carry them."""
+        """Records from decoded JSON objects, as a page would carry them (the tests build theirs so)."""
         return msgspec.convert(objects, self._records)
 
 
