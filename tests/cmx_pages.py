@@ -65,14 +65,16 @@ def read_page(body: bytes | bytearray, index: int = 0) -> Page:
     return page_reader(Tally().keys)(body, index)
 
 
-def as_records(objects: list[dict[str, Any]]) -> list[Any]:
-    """Decoded JSON objects as a page read with the default options carries them."""
-    return page_reader(Tally().keys).records(objects)
+def as_records(objects: list[dict[str, Any]], keys: tuple[str, ...] | None = None) -> list[Any]:
+    """JSON objects as a page carries them once read for ``keys`` (by default, a default poll's): sent as JSON
+    and decoded as a poll decodes it."""
+    body = json.dumps({"records": objects}).encode()
+    return page_reader(Tally().keys if keys is None else keys)(body, 0).records
 
 
 def count_records(tally: Tally, records: list[dict[str, Any]], tz_offset: int | None = None) -> int:
-    """Count decoded JSON objects as a page would carry them: as records of the keys the tally reads."""
-    return tally.add_page(page_reader(tally.keys).records(records), tz_offset)
+    """Count JSON objects as a page would carry them: as records of the keys the tally reads."""
+    return tally.add_page(as_records(records, tally.keys), tz_offset)
 
 
 def poll(page_size: int, max_pages: int = 100, max_label_values: int = 50, concurrency: int = 1) -> Counts:

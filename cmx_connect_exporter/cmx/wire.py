@@ -60,7 +60,6 @@ class PageReader:
             ("nextIndex", Any, None),
             ("timeZoneOffset", Any, None),
         ])
-        self._records = list[record]  # type: ignore[valid-type]
         self._decoder = msgspec.json.Decoder(self._envelope)
 
     def __call__(self, body: Body, index: int) -> Page:
@@ -76,10 +75,6 @@ class PageReader:
         return Page(records=envelope.records or [],  # some servers send null rather than [] when nothing matches
                     next_index=as_int(envelope.nextIndex),
                     tz_offset=as_int(envelope.timeZoneOffset, _OFFSET_TEXT))
-
-    def records(self, objects: list[dict[str, Any]]) -> list[Any]:
-        """Records from decoded JSON objects, as a page would carry them (the tests build theirs so)."""
-        return msgspec.convert(objects, self._records)
 
 
 @cache
