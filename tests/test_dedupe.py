@@ -1,4 +1,4 @@
-"""Session keys, and the salted table that keeps each session once per poll."""
+"""Session keys, and the salted table that keeps each session once per poll, and its login from poll to poll."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmx_connect_exporter.counting.dedupe import SeenKeys, session_key, session_keys
+from cmx_connect_exporter.counting.dedupe import SessionTable, session_key, session_keys
 from cmx_pages import as_records
+
+T = 1_795_000_000  # 2026-11-18 11:06:40 UTC
 
 
 def key_of(**fields: object) -> int | None:
@@ -20,7 +22,7 @@ def key_of(**fields: object) -> int | None:
 def test_session_key_is_an_integer_for_a_mac() -> None:
     assert key_of(macAddress="00:11:22:33:44:55") == 0x001122334455
     assert key_of(mac="not-a-mac") != key_of(mac="not-a-mac-2")
-    assert key_of(mac="not-a-mac") >= 1 << 63
+    assert 1 << 59 <= key_of(mac="not-a-mac") < 1 << 60, "above any MAC, and within the table's keys"
     assert key_of(macAddress=None) is None
     assert key_of(clientMac="00-11-22-33-44-55", mac=None) == 0x001122334455, "the first spelling present"
 
@@ -42,30 +44,39 @@ def test_a_pages_session_keys_are_each_records(macs: list[object], usual_only: b
     assert session_keys(records) == [session_key(record) for record in records]
 
 
-def test_seen_keys_takes_a_page_at_once() -> None:
-    seen = SeenKeys()
-    assert seen.add_all([5, None, 0, 5, 7, None, 0]) == [True, True, True, False, True, True, False]
-    assert seen.add_all([7, 8]) == [False, True] and len(seen) == 4
+def add(table: SessionTable, key: int) -> bool:
+    return table.add_all([key])[0]
 
 
-@given(st.lists(st.one_of(st.integers(0, 5), st.integers(0, (1 << 64) - 1)), max_size=20_000))
+def test_the_table_takes_a_page_at_once() -> None:
+    table = SessionTable()
+    assert table.add_all([5, None, 0, 5, 7, None, 0]) == [True, True, True, False, True, True, False]
+    assert table.add_all([7, 8, (1 << 48) - 1]) == [False, True, True], "the key 0 stands in for no MAC"
+    assert len(table) == 5
+
+
+# Keys as session_key makes them: MACs below 2**48, keys of text from 2**59 to 2**60.
+_KEYS = st.one_of(st.integers(0, 5), st.integers(0, (1 << 48) - 1), st.integers(1 << 59, (1 << 60) - 1))
+
+
+@given(st.lists(_KEYS, max_size=20_000))
 @settings(max_examples=30, deadline=None)
-def test_seen_keys_behaves_like_a_set(keys: list[int]) -> None:
-    seen, reference = SeenKeys(), set()
+def test_the_table_behaves_like_a_set(keys: list[int]) -> None:
+    table, reference = SessionTable(), set()
     for key in keys:
-        assert seen.add(key) == (key not in reference)
+        assert add(table, key) == (key not in reference)
         reference.add(key)
-    assert len(seen) == len(reference)
+    assert len(table) == len(reference)
 
 
-def test_seen_keys_stays_exact_as_it_grows() -> None:
+def test_the_table_stays_exact_as_it_grows() -> None:
     rng = random.Random(5)
     keys = [rng.getrandbits(48) for _ in range(50_000)] * 2
-    seen = SeenKeys()
+    table = SessionTable()
     assert len(set(keys)) > 49_000
-    assert sum(seen.add(k) for k in keys) == len(set(keys))
-    assert not any(seen.add(k) for k in keys)
-    assert len(seen) == len(set(keys))
+    assert sum(table.add_all(keys[:50_000])) + sum(table.add_all(keys[50_000:])) == len(set(keys))
+    assert not any(table.add_all(keys))
+    assert len(table) == len(set(keys))
 
 
 def crafted_keys(n: int) -> list[int]:
@@ -74,14 +85,14 @@ def crafted_keys(n: int) -> list[int]:
 
 
 def seconds_to_add(keys: list[int], budget: float = math.inf) -> float:
-    """Best of five fills of a fresh SeenKeys; a fill is abandoned past ``budget`` seconds (inf if all are)."""
+    """Best of five fills of a fresh table, a page at a time; a fill is abandoned past ``budget`` seconds
+    (inf if all are)."""
     best = math.inf
     for _ in range(5):
-        seen = SeenKeys()
+        table = SessionTable()
         start = time.perf_counter()
         for chunk in range(0, len(keys), 1000):
-            for key in keys[chunk:chunk + 1000]:
-                seen.add(key)
+            table.add_all(keys[chunk:chunk + 1000])
             if time.perf_counter() - start > budget:
                 break
         else:
@@ -89,7 +100,7 @@ def seconds_to_add(keys: list[int], budget: float = math.inf) -> float:
     return best
 
 
-def test_seen_keys_takes_crafted_keys_as_fast_as_ordinary_ones() -> None:
+def test_the_table_takes_crafted_keys_as_fast_as_ordinary_ones() -> None:
     """A server cannot choose MACs that pile up in one place: where a key goes is salted per table."""
     rng = random.Random(7)
     ordinary = seconds_to_add([rng.getrandbits(48) for _ in range(20_000)])
@@ -97,12 +108,96 @@ def test_seen_keys_takes_crafted_keys_as_fast_as_ordinary_ones() -> None:
     assert crafted < 5 * ordinary, f"20,000 crafted keys took over 5x the {ordinary:.3f} s of ordinary ones"
 
 
-def test_seen_keys_holds_crafted_and_extreme_keys_exactly() -> None:
-    keys = [*crafted_keys(5000), 1, (1 << 64) - 1, 1 << 63, (1 << 63) | 1, 1 << 58, 3 << 62]
+def test_the_table_holds_crafted_and_extreme_keys_exactly() -> None:
+    keys = [*crafted_keys(5000), 1, (1 << 48) - 1, 1 << 59, (1 << 59) | 1, (1 << 60) - 1, 1 << 47]
     assert keys.count(0) == 1
-    seen = SeenKeys()
-    assert all(seen.add(key) for key in keys)
-    assert not any(seen.add(key) for key in keys), "every duplicate is found"
-    assert len(seen) == len(keys)
-    assert not seen.add(0)
-    assert seen.add(2) and len(seen) == len(keys) + 1
+    table = SessionTable()
+    assert all(table.add_all(keys))
+    assert not any(table.add_all(keys)), "every duplicate is found"
+    assert len(table) == len(keys)
+    assert not add(table, 0)
+    assert add(table, 2) and len(table) == len(keys) + 1
+
+
+def poll(table: SessionTable, pairs: dict[int, float | None], completed: bool = True) -> int:
+    """One poll of ``pairs`` (key: login) through ``table``, in pages; how many logins it counted."""
+    items = list(pairs.items())
+    for start in range(0, len(items), 700):
+        page = items[start:start + 700]
+        assert all(table.see([key for key, _ in page], [login for _, login in page])), "each session once"
+    logins = table.logins
+    table.end(completed)
+    return logins
+
+
+def test_logins_are_the_pairs_the_last_completed_poll_did_not_hold() -> None:
+    table = SessionTable()
+    assert not table.compared
+    poll(table, {1: 100.0, 2: 100.0, 3: None})
+    assert table.compared, "the first poll counts against nothing"
+    assert poll(table, {1: 100.0, 2: 160.0, 3: None, 4: 100.0, 5: None}) == 2, "a new login, and a new session"
+    assert poll(table, {1: 100.0, 2: 160.0, 4: 100.0}) == 0
+    assert poll(table, {1: 100.0, 2: 160.0, 3: 200.0, 4: 100.0}) == 1, "a session that left, back with a login"
+    assert poll(table, {2: 160.0, 3: 200.0}) == 0
+    assert poll(table, {1: 100.0, 2: 160.0, 3: 200.0}) == 1, "an old pair not in the last completed poll"
+
+
+def test_an_unreadable_login_is_never_counted_and_does_not_forget_the_last() -> None:
+    """A session whose login cannot be read this time counts nothing; when it can again, the same login
+    is the same login, not a new one."""
+    table = SessionTable()
+    poll(table, {1: 100.0})
+    assert poll(table, {1: None}) == 0
+    assert poll(table, {1: 100.0}) == 0
+    assert poll(table, {1: 160.0}) == 1
+
+
+def test_logins_read_by_a_failed_poll_count_in_the_next_completed_one() -> None:
+    """A failed poll counts nothing; what it read stays new until a poll completes, and its sessions stay
+    de-duplicated as any. The last completed poll's sessions it did not reach stay too."""
+    table = SessionTable()
+    poll(table, {1: 100.0, 2: 100.0, 3: 100.0})
+    poll(table, {1: 160.0, 4: 100.0}, completed=False)
+    poll(table, {1: 160.0, 4: 100.0, 5: 100.0}, completed=False)
+    assert poll(table, {1: 160.0, 2: 100.0, 3: 100.0, 4: 100.0, 5: None}) == 2
+    assert poll(table, {1: 160.0, 2: 100.0, 3: 100.0, 4: 100.0}) == 0
+    poll(table, {6: 100.0}, completed=False)
+    assert poll(table, {1: 160.0}) == 0, "a session only a failed poll saw has not been in a completed one"
+    assert len(table) == 1, "nor is it kept as one"
+    assert poll(table, {1: 160.0, 6: 100.0}) == 1
+
+
+@given(st.lists(st.tuples(st.sets(st.integers(0, 60), max_size=50), st.integers(0, 3), st.booleans()),
+                max_size=12), st.randoms(use_true_random=False))
+@settings(max_examples=150, deadline=None)
+def test_logins_match_a_set_of_pairs_over_polls_that_fail(polls: list[tuple[set[int], int, bool]],
+                                                         rng: random.Random) -> None:
+    """Against the plain model: the pairs a completed poll reads, less those of the last completed poll.
+    Logins only move forward, as real ones do; keys are MACs and keys of text, crowded into few slots."""
+    table = SessionTable()
+    keys = {n: n if n % 2 else (1 << 59) + n * 977 for n in range(61)}
+    login = dict.fromkeys(keys, 1000.0)
+    last: set[tuple[int, float]] | None = None
+    for present, relogins, completed in polls:
+        for n in rng.sample(sorted(present), min(relogins, len(present))):
+            login[n] += 60.0
+        pairs = {keys[n]: login[n] for n in present}
+        counted = poll(table, pairs, completed)
+        if completed:
+            if last is not None:
+                assert counted == len(set(pairs.items()) - last)
+            last = set(pairs.items())
+
+
+def test_logins_are_exact_over_many_pairs_and_pages() -> None:
+    """Thousands of sessions over every shard, a few pages a poll: the new logins are exactly those a set finds."""
+    rng = random.Random(7)
+    table = SessionTable()
+    previous: set[tuple[int, float]] = set()
+    sessions = [rng.getrandbits(48) for _ in range(20_000)]
+    for number in range(3):
+        pairs = {key: float(T - rng.randrange(3) * 60) for key in rng.sample(sessions, 15_000)}
+        counted = poll(table, pairs)
+        if number:
+            assert counted == len(set(pairs.items()) - previous) > 0
+        previous = set(pairs.items())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 
+from cmx_connect_exporter.counting.dedupe import SessionTable
 from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS, LAST_LOGIN_KEY, VISIT
-from cmx_connect_exporter.counting.tally import LoginTracker, Tally
+from cmx_connect_exporter.counting.tally import Tally
 from cmx_connect_exporter.counting.times import epoch_seconds, offset_seconds
 from cmx_pages import count_records, record
 
@@ -90,14 +90,14 @@ def test_visit_is_decided_by_cmxs_local_day_not_utcs() -> None:
 
 
 def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:
-    tracker = LoginTracker()
+    table = SessionTable()
 
     def poll(records: list[dict[str, Any]]) -> int:
-        logins = tracker.start()
-        tally = Tally(now=T, logins=logins)
+        tally = Tally(now=T, sessions=table)
         count_records(tally, records, EST_MS)
-        tracker.commit(logins)
-        return tally.counts(50).logins
+        logins = tally.counts(50).logins
+        table.end(completed=True)
+        return logins
 
     a, b = record("02:00:00:00:00:01", lastLoginTime=T - 60), record("02:00:00:00:00:02", lastLoginTime=T - 60)
     assert poll([a, b]) == 0, "the first poll after a start counts nothing"
@@ -108,20 +108,5 @@ def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:
     assert poll([c, again, b, unreadable]) == 2
     assert poll([c, again]) == 0
     assert poll([a, again, c]) == 1, "an old pair not in the previous poll counts again"
+    assert Tally(now=T).counts(50).logins == 0, "a tally without the target's table counts none"
 
-
-def test_logins_are_exact_over_many_pairs_and_pages() -> None:
-    """Thousands of pairs over every bucket, a few pages a poll: the new ones are exactly those a set finds."""
-    rng = random.Random(7)
-    tracker = LoginTracker()
-    previous: set[tuple[int, float]] = set()
-    sessions = [rng.getrandbits(48) for _ in range(20_000)]
-    for poll in range(3):
-        logins = tracker.start()
-        pairs = {(key, float(T - rng.randrange(3) * 60)) for key in rng.sample(sessions, 15_000)}
-        keys, times = zip(*pairs, strict=True)
-        for start in range(0, len(pairs), 4_000):
-            logins.see(list(keys[start:start + 4_000]), list(times[start:start + 4_000]))
-        assert logins.new == (len(pairs - previous) if poll else 0)
-        tracker.commit(logins)
-        previous = pairs

@@ -205,6 +205,20 @@ def test_logins_are_exactly_the_guests_who_arrived_between_two_polls(sim: Simula
     assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=2))).logins == 0
 
 
+def test_logins_a_failed_poll_read_count_in_the_next_completed_one(sim: Simulator, worker: PollWorker) -> None:
+    """A poll that fails half-way has read some arrivals: they count when a poll next completes, with those
+    since, and once only."""
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=1))).logins == 0
+    arrive(sim, 23)  # the newest sessions come first: the failed poll reads them all
+    sim.fault, sim.fault_from_index = "wrong_shape", 3 * PAGE
+    failed = worker.poll(request_of(sim, concurrency=1, poll=2, after=1))
+    assert isinstance(failed.result, PollError) and failed.requests == 4, failed
+    sim.fault = None
+    arrive(sim, 5)
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=1))).logins == 28
+    assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=4, after=3))).logins == 0
+
+
 def test_a_poll_on_a_worker_without_the_targets_last_poll_counts_no_logins(sim: Simulator,
                                                                           worker: PollWorker) -> None:
     """A target's polls may land on different workers of the pool. A worker that did not make the target's

@@ -1,11 +1,14 @@
-"""De-duplication within a poll: a compact key per session, and a table of the keys seen."""
+"""De-duplication within a poll, and logins across polls: a compact key per session, and a table of them."""
 
 from __future__ import annotations
 
 import secrets
+import sys
 from array import array
 from binascii import unhexlify
 from collections.abc import Iterable
+from itertools import compress, repeat
+from operator import add, mod
 from struct import unpack
 from typing import Any
 
@@ -17,13 +20,35 @@ _MAC = _MAC_FIELDS[0]
 
 _MAC_SEPARATORS = str.maketrans("", "", ":-. ")
 _PADDED_COLONS = (6, 9, 12, 15, 18)  # in "0000aa:bb:cc:dd:ee:ff"
-_HASH_BIT = 1 << 63
+_HASH_BIT = 1 << 59  # a key of text is a hash of 59 bits with this bit set: keys stay below 2**60
 _HASH_MASK = _HASH_BIT - 1
-# SeenKeys holds 64-bit keys, mixed, in 2**_SHARD_BITS shards chosen by the mixed key's top bits;
-# the slot in a shard comes from the _SLOT_BITS below them.
-_KEY_MASK = (1 << 64) - 1
-_SHARD_BITS = 6
-_SLOT_BITS = 64 - _SHARD_BITS
+# SessionTable's words: the key mixed, mod 2**61, shifted above a state of three bits.
+_MASK_64 = (1 << 64) - 1
+_STATE_BITS = 3
+_KEY_BITS = 64 - _STATE_BITS
+_STATE = (1 << _STATE_BITS) - 1
+_KEY = _MASK_64 ^ _STATE
+_LOW_BYTE = 0 if sys.byteorder == "little" else 7  # the byte of a word that holds its state
+_EMPTY = 0
+_KEPT = 1  # in the last completed poll, with that login; not yet seen in this one
+_PENDING = 2  # seen by a poll that failed, with a login the last completed poll did not hold
+_GONE = 3  # not in the last completed poll: left, or seen only by a poll that failed
+_SEEN = 4  # the bit of the states seen in this poll:
+_KEPT_SEEN = _SEEN | _KEPT  # with the login the last completed poll held
+_NEW_SEEN = _SEEN | _PENDING  # with a login the last completed poll did not hold, or in a new session
+_ZERO_KEY = 1 << 48  # the key 0 (MAC 00:00:00:00:00:00) is taken as this one, no MAC's: 0 marks an empty slot
+# A word's top bits choose its shard; the 32 bits below them, as a fraction, its first slot in the shard.
+_SHARDS = 64
+_SHARD_SHIFT = 64 - 6
+_SLOT_FRACTION_BITS = 32
+_SLOT_SHIFT = _SHARD_SHIFT - _SLOT_FRACTION_BITS
+_SLOT_MASK = (1 << _SLOT_FRACTION_BITS) - 1
+_MIN_SLOTS = 16  # per shard
+_MAX_LOAD = 0.75  # a shard this full is rebuilt, without its GONE: _GROWTH times as large, if none are GONE
+_GROWTH = 1.5
+_SMALL, _SMALL_GROWTH = 4096, 4  # a shard smaller than this grows faster: less work, while its memory is small
+_LOAD = 0.6  # how full a table sized for a number of sessions is
+_STAMPS = (1 << 32) - 1  # a login's stamp: its hash mod this, plus 1; whole seconds are exact for 136 years
 
 
 def session_key(record: Any) -> int | None:
@@ -69,91 +94,152 @@ def session_keys(records: list[Any]) -> list[int | None]:
     return list(map(session_key, records))
 
 
-class SeenKeys:
-    """A set of 64-bit session keys in flat arrays (open addressing, linear probing).
+class SessionTable:
+    """The sessions of the poll under way and of the target's last completed poll: each once, with its login.
 
-    About 16 bytes a session where a ``set`` of ints costs about 70. The keys are
-    spread over 64 shards that grow one at a time, so growing never holds two copies
-    of the whole table: at a million sessions it holds about 18 MiB, and never two copies.
+    It de-duplicates a poll's records, and counts logins: sessions whose (key, lastLoginTime) the last
+    completed poll did not hold. Kept by the worker from one poll to the next, so that the two polls share
+    one table: 12 bytes a slot, some 22 a session, where a ``set`` of ints alone costs about 70.
 
-    Keys come from the server, so where one goes must not be known in advance: with a
-    fixed spread, crafted MACs could all probe from one slot, in quadratic time. Each key
-    is multiplied by a random odd number, drawn per table, mod 2**64; its shard and slot are
-    the top bits of the product, which depend on every bit of the key. Multiplying by an odd
-    number is a bijection, so the product is stored in place of the key.
+    A slot holds a 64-bit word, the session's key mixed, above its state in three bits, and a 32-bit stamp
+    of its login (0: none readable). Slots are spread over 64 shards (open addressing, linear probing) that
+    grow one at a time, so the table is never copied whole. Keys come from the server, so where one goes
+    must not be known in advance: with a fixed spread, crafted MACs could all probe from one slot, in
+    quadratic time. Each key is multiplied by a random odd number, drawn per table; its shard and slot are
+    the top bits of the product, which depend on every bit of the key. The product mod 2**61 is a
+    bijection, so it is stored in place of the key.
+
+    When a poll ends, each state moves on at once, for all slots, through a table of bytes (in C). Sessions
+    that have left stay as GONE until their shard next grows, and come back to life if they return.
     """
 
-    _MIN_SLOTS = 1 << 6  # per shard
-
     def __init__(self, expected: int = 0) -> None:
-        shards = 1 << _SHARD_BITS
-        slots = self._MIN_SLOTS
-        while slots * shards < 2 * expected:
-            slots *= 2
-        self._shards = [array("Q", [0]) * slots for _ in range(shards)]
-        self._used = [0] * shards
-        self._shifts = [_shift(slots) for slots in self._shards]
-        self._zero = False  # 0 marks an empty slot, so the key 0 is kept aside
-        self._multiplier = secrets.randbits(64) | 1
+        slots = _slots_for(expected / _SHARDS)
+        self._words = [_zeros("Q", slots) for _ in range(_SHARDS)]
+        self._stamps = [_zeros("I", slots) for _ in range(_SHARDS)]
+        self._used = [0] * _SHARDS  # slots taken, GONE ones too
+        self._limits = [int(_MAX_LOAD * slots)] * _SHARDS  # past so many taken, a shard is rebuilt
+        self._multiplier = (secrets.randbits(_KEY_BITS) | 1) << _STATE_BITS
+        self.compared = False  # whether a poll has completed, so that logins can be compared with its
+        self.logins = 0  # the poll under way's sessions with a login the last completed poll did not hold
 
     def __len__(self) -> int:
-        return sum(self._used) + self._zero
+        """Sessions in the poll under way, or in the last completed poll."""
+        return sum(_low_bytes(words).translate(_LIVE).count(1) for words in self._words)
 
-    def add(self, key: int) -> bool:
-        """Add ``key``; True if it was not there yet."""
-        return self.add_all((key,))[0]
+    def add_all(self, keys: list[int | None]) -> list[bool]:
+        """``see`` without logins."""
+        return self.see(keys, [None] * len(keys))
 
-    def add_all(self, keys: Iterable[int | None]) -> list[bool]:
-        """Add each key; for each, True if it was not there yet. None, no key, is always new.
+    def see(self, keys: list[int | None], logins: list[float | None]) -> list[bool]:
+        """Take a page's session keys (below 2**60) and login times; for each, True if it is new to this poll.
 
-        One loop for a page's keys, with everything it reads in local names.
+        None, no key, is always new, and its login is not compared. One loop for a page, with everything it
+        reads in local names; the logins' stamps are made before it, in C.
         """
-        multiplier, shards, used, shifts = self._multiplier, self._shards, self._used, self._shifts
+        multiplier, all_words, all_stamps, used, limits = (self._multiplier, self._words, self._stamps, self._used,
+                                                           self._limits)
+        key_bits, kept, pending = _KEY, _KEPT, _PENDING
         new: list[bool] = []
         append = new.append
-        for key in keys:
-            if not key:  # None, no key, is always new; 0 is kept aside, as 0 marks an empty slot
-                append(True if key is None else self._add_zero())
-                continue
-            mixed = key * multiplier & _KEY_MASK
-            shard = mixed >> _SLOT_BITS
-            slots = shards[shard]
-            mask = len(slots) - 1
-            i = mixed >> shifts[shard] & mask
-            held = slots[i]
-            while held and held != mixed:  # linear probing; the slot is the top bits below the shard's
-                i = (i + 1) & mask  # (a product's low bits depend only on the key's low bits)
-                held = slots[i]
-            if held:
+        fresh = 0
+        for key, stamp in zip(keys, _stamps_of(logins), strict=True):
+            if not key:
+                if key is None:
+                    append(True)
+                    continue
+                key = _ZERO_KEY
+            mixed = key * multiplier & _MASK_64
+            shard = mixed >> _SHARD_SHIFT
+            words = all_words[shard]
+            size = len(words)
+            i = (mixed >> _SLOT_SHIFT & _SLOT_MASK) * size >> _SLOT_FRACTION_BITS
+            held = words[i]
+            while held and held & key_bits != mixed:
+                i += 1
+                if i == size:
+                    i = 0
+                held = words[i]
+            if held & _SEEN:  # counted already in this poll
                 append(False)
                 continue
-            slots[i] = mixed
             append(True)
-            count = used[shard] = used[shard] + 1
-            if 4 * count > 3 * (mask + 1):
-                shards[shard] = bigger = _grown(slots)
-                shifts[shard] = _shift(bigger)
+            state = held & _STATE
+            stamps = all_stamps[shard]
+            if state == kept and (not stamp or stamp == stamps[i]):  # the same login, or none readable now
+                words[i] = mixed | _KEPT_SEEN
+            elif state == pending and not stamp:
+                words[i] = mixed | _NEW_SEEN
+            else:  # a login the last completed poll did not hold
+                if stamp:
+                    fresh += 1
+                    stamps[i] = stamp
+                words[i] = mixed | _NEW_SEEN
+                if not held:
+                    used[shard] += 1
+                    if used[shard] > limits[shard]:
+                        self._rebuild(shard)
+        self.logins += fresh
         return new
 
-    def _add_zero(self) -> bool:
-        new, self._zero = not self._zero, True
-        return new
+    def end(self, completed: bool) -> None:
+        """The poll under way has ended. Completed, its sessions are what the next poll compares with, and the
+        others have left. Failed, the last completed poll's stay, and logins it read stay new for the next."""
+        moves = _COMPLETED if completed else _FAILED
+        for words in self._words:
+            memoryview(words).cast("B")[_LOW_BYTE::8] = _low_bytes(words).translate(moves)
+        self.compared = self.compared or completed
+        self.logins = 0
+
+    def _rebuild(self, shard: int) -> None:
+        """The shard's sessions, without the GONE, in arrays _GROWTH times the size they would fill to the brim.
+
+        Read straight from the old arrays, so that no object is made per session: it would stay as holes in
+        the heap.
+        """
+        old_words, old_stamps = self._words[shard], self._stamps[shard]
+        live = _low_bytes(old_words).translate(_LIVE)  # 1 for a session not GONE, else 0
+        kept = live.count(1)
+        growth = _GROWTH if len(old_words) >= _SMALL else _SMALL_GROWTH
+        size = max(_MIN_SLOTS, int(growth * kept / _MAX_LOAD) + 1)
+        words, stamps = _zeros("Q", size), _zeros("I", size)
+        for word, stamp in compress(zip(old_words, old_stamps, strict=True), live):
+            i = (word >> _SLOT_SHIFT & _SLOT_MASK) * size >> _SLOT_FRACTION_BITS
+            while words[i]:
+                i += 1
+                if i == size:
+                    i = 0
+            words[i] = word
+            stamps[i] = stamp
+        self._words[shard], self._stamps[shard], self._used[shard] = words, stamps, kept
+        self._limits[shard] = int(_MAX_LOAD * size)
 
 
-def _shift(slots: array[int]) -> int:
-    """How far a mixed key is shifted for its slot's bits in ``slots``: those just below the shard's."""
-    return _SLOT_BITS - (len(slots) - 1).bit_length()
+def _slots_for(sessions: float) -> int:
+    return max(_MIN_SLOTS, int(sessions / _LOAD) + 1)
 
 
-def _grown(slots: array[int]) -> array[int]:
-    """The shard's keys in a table twice its size."""
-    bigger = array("Q", [0]) * (2 * len(slots))
-    mask = len(bigger) - 1
-    shift = _shift(bigger)
-    for mixed in slots:
-        if mixed:
-            i = mixed >> shift & mask
-            while bigger[i]:
-                i = (i + 1) & mask
-            bigger[i] = mixed
-    return bigger
+def _stamps_of(logins: list[float | None]) -> Iterable[int]:
+    """Each login's stamp, 0 for None."""
+    stamps = map(add, map(mod, map(hash, logins), repeat(_STAMPS)), repeat(1))
+    return [0 if login is None else stamp for login, stamp in zip(logins, stamps, strict=True)] if None in logins \
+        else stamps
+
+
+def _zeros(typecode: str, size: int) -> array[int]:
+    return array(typecode, bytes(size * array(typecode).itemsize))
+
+
+def _low_bytes(words: array[int]) -> bytes:
+    """The byte of each word that holds its state."""
+    return bytes(memoryview(words).cast("B")[_LOW_BYTE::8])
+
+
+def _moves(move: dict[int, int]) -> bytes:
+    """A table for ``bytes.translate`` that moves a word's low byte to its next state, its key bits kept."""
+    return bytes(low & ~_STATE | move.get(low & _STATE, low & _STATE) for low in range(256))
+
+
+_COMPLETED = _moves({_KEPT: _GONE, _KEPT_SEEN: _KEPT, _PENDING: _GONE, _NEW_SEEN: _KEPT})
+_FAILED = _moves({_KEPT_SEEN: _KEPT, _NEW_SEEN: _PENDING})
+_LIVE = bytes(int(low & _STATE not in (_EMPTY, _GONE)) for low in range(256))

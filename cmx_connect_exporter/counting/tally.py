@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from functools import cached_property
 from itertools import compress, repeat
 from operator import is_
 from typing import Any
 
 from cmx_connect_exporter.cmx.wire import field
-from cmx_connect_exporter.counting.dedupe import MAC_KEYS, SeenKeys, session_keys
+from cmx_connect_exporter.counting.dedupe import MAC_KEYS, SessionTable, session_keys
 from cmx_connect_exporter.counting.dimensions import (
     BY_LABEL,
     BYTES_KEYS,
@@ -47,10 +44,6 @@ _LAST_LOGOUT = tuple(map(field, LAST_LOGOUT_KEYS))
 _MAX_BYTES_DIGITS = 20
 # A byte counter at or past 2**63 is no count: read as 0, so that no sum can overflow a float when rendered.
 _MAX_BYTES = 2**63
-_MASK_64 = 2**64 - 1
-# Logins keep their pairs in 2**8 buckets, by the top 8 bits of the mixed hash.
-_LOGIN_BUCKETS = 256
-_LOGIN_BUCKET_SHIFT = 64 - 8
 
 # Control characters that are not white space: dropped, they mean nothing in a label.
 _CONTROL = {c: None for c in (*range(0x00, 0x09), *range(0x0E, 0x1C), *range(0x7F, 0xA0))}
@@ -90,56 +83,6 @@ def byte_count(value: Any) -> int:
     if value.__class__ is str and len(value) <= _MAX_BYTES_DIGITS and value.isascii() and value.isdigit():
         return byte_count(int(value))
     return 0
-
-
-class Logins:
-    """The (session, lastLoginTime) pairs of one poll, and how many were not in the previous poll's.
-
-    Pairs are 64-bit hashes in flat arrays, 8 bytes each, spread over buckets by their top bits.
-    Each bucket is compared with the previous poll's once, at the end, as two sets a few thousand
-    ints large, in C: no per-pair lookup, no sort and no merge. Each hash is first multiplied by a
-    random odd number drawn per tracker (mod 2**64, a bijection), so that crafted pairs can neither
-    crowd one bucket nor collide in a set.
-    """
-
-    def __init__(self, previous: list[array[int]] | None, multiplier: int) -> None:
-        self.buckets: list[array[int]] = [array("Q") for _ in range(_LOGIN_BUCKETS)]
-        self._previous = previous
-        self._multiplier = multiplier
-
-    def see(self, keys: list[int | None], logins: list[float | None]) -> None:
-        """Take a page's session keys and login times; a pair without either is left out."""
-        pairs = zip(keys, logins, strict=True)
-        if None in keys or None in logins:
-            pairs = (pair for pair in pairs if None not in pair)
-        buckets, multiplier = self.buckets, self._multiplier
-        for pair_hash in map(hash, pairs):
-            mixed = pair_hash * multiplier & _MASK_64
-            mixed ^= mixed >> 32  # the low bits a set reads then depend on the high bits too
-            buckets[mixed >> _LOGIN_BUCKET_SHIFT].append(mixed)
-
-    @cached_property
-    def new(self) -> int:
-        """How many of this poll's pairs the previous poll did not have; 0 without a previous poll."""
-        previous, self._previous = self._previous, None  # not needed once compared
-        if previous is None:
-            return 0
-        return sum(len(set(mine).difference(theirs)) for mine, theirs in zip(self.buckets, previous, strict=True))
-
-
-class LoginTracker:
-    """Keeps the pairs of the last completed poll, 8 bytes a session, for the next poll to compare."""
-
-    def __init__(self) -> None:
-        self._previous: list[array[int]] | None = None
-        self._multiplier = secrets.randbits(64) | 1
-
-    def start(self) -> Logins:
-        return Logins(self._previous, self._multiplier)
-
-    def commit(self, logins: Logins) -> None:
-        """The poll completed: its pairs are what the next one compares against."""
-        self._previous = logins.buckets
 
 
 class _Group:
@@ -182,16 +125,18 @@ class Tally:
     ``split_by`` names a label whose every value gets counts of its own (CMX_SPLIT_BY).
     The histogram measures each session's dwell, ``now`` minus its last login; with ``stays``, it measures
     instead how long the sessions that have left stayed, their logout minus their last login.
+    ``sessions``, the target's table kept from its last completed poll, makes logins count; without it,
+    the tally keeps its own, and counts none.
     """
 
     def __init__(self, expected_sessions: int = 0, *, labels: Iterable[str] = LABELS, split_by: str | None = None,
-                 now: float | None = None, logins: Logins | None = None, stays: bool = False) -> None:
+                 now: float | None = None, sessions: SessionTable | None = None, stays: bool = False) -> None:
         self.total = 0
         self.unreadable_login_time = 0
         self.tz_offset: int | None = None  # the last page's timeZoneOffset, as sent
-        self._seen = SeenKeys(expected_sessions)
+        self._sessions = SessionTable(expected_sessions) if sessions is None else sessions
+        self._count_logins = sessions is not None
         self._now = time.time() if now is None else now
-        self._logins = logins
         self._stays = stays
         self._split_by = split_by
         wanted = [BY_LABEL[label] for label in labels if label != split_by]
@@ -226,38 +171,39 @@ class Tally:
         ``tz_offset`` is the page's timeZoneOffset, which local times are read in.
         """
         self.tz_offset = tz_offset
-        fresh, keys = self._fresh(records)
         offset = offset_seconds(tz_offset)
+        fresh, lasts, logins = self._fresh(records, offset)
         if self._single is not None:
-            self._add(self._single, fresh, keys, offset)
+            self._add(self._single, fresh, lasts, logins, offset)
         else:
-            parts: dict[str, tuple[list[Any], list[int | None]]] = {}
-            for record, key in zip(fresh, keys, strict=True):
-                part = parts.setdefault(self._split_value(record), ([], []))
+            parts: dict[str, tuple[list[Any], list[Any], list[float | None]]] = {}
+            for record, last, login in zip(fresh, lasts, logins, strict=True):
+                part = parts.setdefault(self._split_value(record), ([], [], []))
                 part[0].append(record)
-                part[1].append(key)
-            for value, (part_records, part_keys) in parts.items():
-                self._add(self._group(value), part_records, part_keys, offset)
+                part[1].append(last)
+                part[2].append(login)
+            for value, part in parts.items():
+                self._add(self._group(value), *part, offset)
         self.total += len(fresh)
         return len(fresh)
 
-    def _fresh(self, records: list[Any]) -> tuple[list[Any], list[int | None]]:
-        """The page's records of sessions not yet counted in this poll, and their session keys."""
-        keys = session_keys(records)
-        new = self._seen.add_all(keys)
+    def _fresh(self, records: list[Any], offset: int | None) -> tuple[list[Any], list[Any], list[float | None]]:
+        """The page's records of sessions not yet counted in this poll, their last logins as sent, and read."""
+        lasts = list(map(_LAST_LOGIN, records))
+        logins = list(map(epoch_seconds, lasts, repeat(offset)))
+        new = self._sessions.see(session_keys(records), logins)
         if all(new):
-            return records, keys
-        return list(compress(records, new)), list(compress(keys, new))
+            return records, lasts, logins
+        return list(compress(records, new)), list(compress(lasts, new)), list(compress(logins, new))
 
-    def _add(self, group: _Group, records: list[Any], keys: list[int | None], offset: int | None) -> None:
+    def _add(self, group: _Group, records: list[Any], lasts: list[Any], logins: list[float | None],
+             offset: int | None) -> None:
         group.total += len(records)
         for (first, others), counter in zip(self._fields, group.counters, strict=False):  # visit's, last, has none
             for raw, n in _raw_values(records, first, others).items():
                 _add_to(counter, self._value(raw), n)
         group.sent += _byte_sum(records, _SENT)
         group.received += _byte_sum(records, _RECEIVED)
-        lasts = list(map(_LAST_LOGIN, records))
-        logins = list(map(epoch_seconds, lasts, repeat(offset)))
         self.unreadable_login_time += logins.count(None)
         dwells = self._dwells(records, logins, offset)
         for bucket, n in Counter(map(bisect_left, repeat(DWELL_BUCKETS), dwells)).items():
@@ -268,8 +214,6 @@ class Tally:
                                  repeat(offset)))
             for value, n in visits.items():
                 _add_to(group.counters[-1], value, n)
-        if self._logins is not None:
-            self._logins.see(keys, logins)
 
     def _dwells(self, records: list[Any], logins: list[float | None], offset: int | None) -> list[float]:
         """What the histogram measures of each session with a readable login: ``now`` minus it or, with ``stays``,
@@ -298,8 +242,8 @@ class Tally:
 
     def counts(self, max_label_values: int) -> Counts:
         """The counts, each label capped at ``max_label_values`` series; split values are capped so too."""
-        whole = {"unreadable_login_time": self.unreadable_login_time,
-                 "logins": self._logins.new if self._logins else 0, "tz_offset": self.tz_offset}
+        logins = self._sessions.logins if self._count_logins and self._sessions.compared else 0
+        whole = {"unreadable_login_time": self.unreadable_login_time, "logins": logins, "tz_offset": self.tz_offset}
         if self._single is not None:
             return replace(self._single.counts(self._labels, max_label_values), **whole)
         ranked = sorted(self._groups.items(), key=lambda kv: (-kv[1].total, kv[0] == OTHER, kv[0]))

@@ -12,8 +12,9 @@ from functools import partial
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.paging import FetchBody, PageThreads, walk
 from cmx_connect_exporter.cmx.wire import Body, page_reader
+from cmx_connect_exporter.counting.dedupe import SessionTable
 from cmx_connect_exporter.counting.dimensions import LABELS, VISIT
-from cmx_connect_exporter.counting.tally import LoginTracker, Tally
+from cmx_connect_exporter.counting.tally import Tally
 from cmx_connect_exporter.counting.times import DAY, local_day, offset_seconds
 from cmx_connect_exporter.outcome import Counts, PollError, Visitors
 from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest, VisitorsRequest
@@ -22,22 +23,27 @@ from cmx_connect_exporter.polling.messages import PollOutcome, PollRequest, Visi
 def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: int, max_label_values: int,
                           concurrency: int = 1, expected_sessions: int = 0, poll_timeout: float | None = None,
                           threads: PageThreads | None = None, dimensions: tuple[str, ...] = LABELS,
-                          split_by: str | None = None, logins: LoginTracker | None = None,
+                          split_by: str | None = None, sessions: SessionTable | None = None,
                           now: float | None = None) -> Counts:
     """Walk the pages and count. Raises PollError; a failed poll yields no counts at all.
 
     ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front,
-    and tells concurrent fetching where the list probably ends. ``logins`` holds the last
-    completed poll's logins, and takes this poll's when it completes. Dwell is measured to
-    ``now`` (epoch seconds; by default the poll's start).
+    and tells concurrent fetching where the list probably ends. ``sessions``, the target's
+    table, holds the sessions of its last completed poll, to count logins against, and takes
+    this poll's. Dwell is measured to ``now`` (epoch seconds; by default the poll's start).
     """
-    seen = logins.start() if logins is not None else None
-    tally = Tally(expected_sessions, labels=dimensions, split_by=split_by, logins=seen, now=now)
-    walk(fetch_body, page_reader(tally.keys), tally.add_page, page_size=page_size, max_pages=max_pages,
-         concurrency=concurrency, expected_sessions=expected_sessions, poll_timeout=poll_timeout, threads=threads)
-    counts = tally.counts(max_label_values)
-    if logins is not None and seen is not None:
-        logins.commit(seen)
+    tally = Tally(expected_sessions, labels=dimensions, split_by=split_by, sessions=sessions, now=now)
+    try:
+        walk(fetch_body, page_reader(tally.keys), tally.add_page, page_size=page_size, max_pages=max_pages,
+             concurrency=concurrency, expected_sessions=expected_sessions, poll_timeout=poll_timeout,
+             threads=threads)
+        counts = tally.counts(max_label_values)
+    except BaseException:
+        if sessions is not None:
+            sessions.end(completed=False)
+        raise
+    if sessions is not None:
+        sessions.end(completed=True)
     return counts
 
 
@@ -68,13 +74,13 @@ def count_visitors_today(fetch_since: Callable[..., Body], *, tz_offset: int | N
 
 
 def run_poll(client: CmxClient, request: PollRequest, threads: PageThreads | None = None,
-             logins: LoginTracker | None = None) -> PollOutcome:
+             sessions: SessionTable | None = None) -> PollOutcome:
     """One poll with ``client``; failures are returned, never raised."""
     return _run(client, request.poll_timeout, partial(
         count_active_sessions, client.fetch_body, page_size=request.page_size, max_pages=request.max_pages,
         max_label_values=request.max_label_values, concurrency=request.concurrency,
         expected_sessions=request.expected_sessions, poll_timeout=request.poll_timeout, threads=threads,
-        dimensions=request.dimensions, split_by=request.split_by, logins=logins))
+        dimensions=request.dimensions, split_by=request.split_by, sessions=sessions))
 
 
 def run_visitors(client: CmxClient, request: VisitorsRequest, threads: PageThreads | None = None) -> PollOutcome:

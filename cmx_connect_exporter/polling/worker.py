@@ -29,7 +29,7 @@ if __name__ == "__main__":
 
 from cmx_connect_exporter.cmx.client import CmxClient
 from cmx_connect_exporter.cmx.paging import PageThreads
-from cmx_connect_exporter.counting.tally import LoginTracker
+from cmx_connect_exporter.counting.dedupe import SessionTable
 from cmx_connect_exporter.logs import setup_logging
 from cmx_connect_exporter.outcome import Counts
 from cmx_connect_exporter.polling.messages import (
@@ -53,12 +53,12 @@ class _Kept:
         self.options = options
         self.client = _client(options)
         self.threads = PageThreads(concurrency)
-        self.logins = LoginTracker()
-        self.logins_after: int | None = None  # the target's poll whose pairs ``logins`` holds
+        self.sessions = SessionTable()
+        self.sessions_after: int | None = None  # the target's poll whose sessions ``sessions`` holds
 
     def update(self, options: ClientOptions, concurrency: int) -> None:
         """New options (a rotated password, a renewed CA bundle, another URL) make a new client; the
-        logins stay, as they are the same sessions of the same target."""
+        sessions stay, as they are the same sessions of the same target."""
         if options != self.options:
             self.threads.settle()  # the last walk's requests past the end go out on the old client
             self.client.close()
@@ -80,8 +80,8 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
 
     Any worker polls any target. It keeps, per target it has polled, a client (its connections stay open
     between polls), page threads, so that a poll need not wait for its requests past the end (the target's
-    next poll does, before it starts, and no other target's poll ever waits for them), and the logins of
-    the target's last poll it made, to count the new ones. Those count only when that poll was the
+    next poll does, before it starts, and no other target's poll ever waits for them), and the sessions of
+    the target's last poll it made, to count the new logins. Those count only when that poll was the
     target's last completed one (``PollRequest.after``): a poll that lands on another worker than the
     last one counts no logins, as the first poll after a start does, and never counts one twice.
     """
@@ -111,11 +111,12 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
         if isinstance(request, VisitorsRequest):
             outcome = run_visitors(target.client, request, target.threads)
         else:
-            if target.logins_after is None or target.logins_after != request.after:
-                target.logins = LoginTracker()  # not the target's last poll's pairs: count no logins this time
-            outcome = run_poll(target.client, request, target.threads, target.logins)
+            if target.sessions_after is None or target.sessions_after != request.after:
+                # not the target's last completed poll's sessions: count no logins this time
+                target.sessions = SessionTable(request.expected_sessions)
+            outcome = run_poll(target.client, request, target.threads, target.sessions)
             if isinstance(outcome.result, Counts):
-                target.logins_after = request.poll
+                target.sessions_after = request.poll
         replies_out.write(framed(outcome))
         replies_out.flush()
 
