@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import repeat
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from cmx_connect_exporter.counting.dedupe import SessionTable
 from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS, LAST_LOGIN_KEY, VISIT
-from cmx_connect_exporter.counting.tally import Tally
+from cmx_connect_exporter.counting.tally import Tally, _visit, _visits
 from cmx_connect_exporter.counting.times import epoch_seconds, offset_seconds
 from cmx_pages import count_records, record
 
@@ -87,6 +91,32 @@ def test_visit_is_decided_by_cmxs_local_day_not_utcs() -> None:
     assert counts.by_label[VISIT.label] == {"new": 1}
     counts = tally_of([record(firstLoginTime=T, lastLoginTime=T)], tz_offset=None).counts(50)
     assert counts.by_label[VISIT.label] == {"unknown": 1}, "no zone, no local day"
+
+
+# Times as a page may hold them: mostly CMX's local form around midnight, and every other kind of value.
+_LOCAL = st.builds("1970-01-{:02d} {:02d}:{:02d}:{:02d}".format, st.integers(1, 4), st.integers(0, 23),
+                   st.integers(0, 59), st.integers(0, 59)) | st.builds(
+    "2026-{:02d}-{:02d}{}{:02d}:30:00".format, st.integers(1, 12), st.integers(27, 31), st.sampled_from(" T"),
+    st.integers(0, 23))
+_OTHER_TIME = st.sampled_from([
+    "2026-11-18 07:06:40.250", "2026-11-18T07:06:40-04:00", "2026-11-18T23:30:00Z", " 2026-11-18 07:06:40",
+    "2026-11-18 24:00:00", "2026-13-01 00:00:00", "2026-11-18X07:06:40", "20261118", str(T), T, T * 1000, 0, None,
+    "", "now-ish", "2026-11-18 07:06:4\u0663"])
+
+
+@given(st.lists(st.tuples(st.one_of(_LOCAL, _LOCAL, _OTHER_TIME), st.one_of(_LOCAL, _LOCAL, _OTHER_TIME),
+                          st.booleans()), max_size=40),
+       st.sampled_from([EST_MS, 0, 330 * 60_000, -14 * 3600, None]))
+@example([("1970-01-01 03:00:00", "1970-01-03 00:00:00", False)], 330 * 60_000)  # a first login before 1970 UTC
+@settings(max_examples=400, deadline=None)
+def test_a_pages_visits_are_each_records(pairs: list[tuple[Any, Any, bool]], tz_offset: int | None) -> None:
+    """The page at once, in C where it can be, counts what record by record counts."""
+    firsts = [last if same else first for first, last, same in pairs]
+    lasts = [last for _, last, _ in pairs]
+    offset = offset_seconds(tz_offset)
+    logins = [epoch_seconds(last, offset) for last in lasts]
+    by_record = Counter(map(_visit, firsts, lasts, logins, repeat(offset)))
+    assert dict(_visits(firsts, lasts, logins, offset)) == dict(by_record)
 
 
 def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:

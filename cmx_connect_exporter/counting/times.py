@@ -24,6 +24,9 @@ _MAX_TEXT = 40  # longer is no time; fromisoformat is never handed a huge string
 _MAX_OFFSET_S = 14 * 3600
 _MAX_OFFSET_MIN = 14 * 60
 DAY = 86400
+_LOCAL_FORM_LENGTH = len("2026-11-18 07:06:40")
+_LOCAL_FORM_MARKS = ((4, "-"), (7, "-"), (10, " T"), (13, ":"), (16, ":"))  # where, and what may stand there
+_ORDINAL_1970 = _EPOCH.toordinal()
 
 
 def offset_seconds(tz_offset: int | None) -> int | None:
@@ -87,6 +90,24 @@ def _from_padded_text(text: str, offset_s: int | None) -> float | None:
     except ValueError:
         return None
     return epoch_seconds(text, offset_s)
+
+
+def local_form_days(texts: list[Any]) -> list[int] | None:
+    """The local days, counted from 1970-01-01, of times all in CMX's local form ``YYYY-MM-DD HH:MM:SS`` (or
+    with a ``T``), each on 1970-01-03 or later, read in C; None if any is not, or cannot be read.
+
+    Such a time's date is its local day, whatever the offset, and ``epoch_seconds`` reads it the same way.
+    """
+    if set(map(type, texts)) != {str} or set(map(len, texts)) != {_LOCAL_FORM_LENGTH}:
+        return None
+    joined = "".join(texts)
+    if any(joined[at::_LOCAL_FORM_LENGTH].strip(marks) for at, marks in _LOCAL_FORM_MARKS):
+        return None
+    try:
+        days = [ordinal - _ORDINAL_1970 for ordinal in map(datetime.toordinal, map(_fromisoformat, texts))]
+    except ValueError:
+        return None
+    return days if min(days) > 1 else None  # earlier, epoch_seconds may find it at or before the epoch
 
 
 def local_day(epoch_s: float, offset_s: int) -> int:
