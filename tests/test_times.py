@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cmx_connect_exporter.counting.dedupe import SessionTable
 from cmx_connect_exporter.counting.dimensions import DWELL_BUCKETS, LAST_LOGIN_KEY, VISIT
 from cmx_connect_exporter.counting.tally import Tally, _visit, _visits
-from cmx_connect_exporter.counting.times import epoch_seconds, offset_seconds
+from cmx_connect_exporter.counting.times import epoch_seconds, local_form_seconds, offset_seconds
 from cmx_pages import count_records, record
 
 EST_MS = -14_400_000  # the reference's sample timeZoneOffset: UTC-4, in milliseconds
@@ -117,6 +117,22 @@ def test_a_pages_visits_are_each_records(pairs: list[tuple[Any, Any, bool]], tz_
     logins = [epoch_seconds(last, offset) for last in lasts]
     by_record = Counter(map(_visit, firsts, lasts, logins, repeat(offset)))
     assert dict(_visits(firsts, lasts, logins, offset)) == dict(by_record)
+
+
+@given(st.lists(st.one_of(_LOCAL, _LOCAL, _LOCAL, _OTHER_TIME), max_size=40),
+       st.sampled_from([EST_MS, 0, 330 * 60_000, -14 * 3600, None]))
+@example(["2026-11-18 07:06:40", "2026-11-18T07:06:40"], EST_MS)
+@settings(max_examples=300, deadline=None)
+def test_a_pages_local_times_read_at_once_are_each_times(texts: list[Any], tz_offset: int | None) -> None:
+    """Read in C, a page's times in CMX's local form are what ``epoch_seconds`` makes of each; a page with
+    any other time, or one it finds unreadable, is left to it."""
+    offset = offset_seconds(tz_offset)
+    each = [epoch_seconds(text, offset) for text in texts]
+    at_once = local_form_seconds(texts, offset)
+    if at_once is not None:
+        assert at_once == each
+    if texts and None not in each and all(isinstance(t, str) and len(t) == 19 and t[5] == "1" for t in texts):
+        assert at_once == each, "a page of ordinary local times is read at once"
 
 
 def test_logins_count_new_pairs_only_and_the_first_poll_none() -> None:

@@ -25,7 +25,14 @@ from cmx_connect_exporter.counting.dimensions import (
     RETURNING,
     VISIT,
 )
-from cmx_connect_exporter.counting.times import DAY, epoch_seconds, local_day, local_form_days, offset_seconds
+from cmx_connect_exporter.counting.times import (
+    DAY,
+    epoch_seconds,
+    local_day,
+    local_form_days,
+    local_form_seconds,
+    offset_seconds,
+)
 from cmx_connect_exporter.outcome import Counts, Dwell
 
 UNKNOWN = "unknown"
@@ -190,7 +197,9 @@ class Tally:
     def _fresh(self, records: list[Any], offset: int | None) -> tuple[list[Any], list[Any], list[float | None]]:
         """The page's records of sessions not yet counted in this poll, their last logins as sent, and read."""
         lasts = list(map(_LAST_LOGIN, records))
-        logins = list(map(epoch_seconds, lasts, repeat(offset)))
+        logins = local_form_seconds(lasts, offset)
+        if logins is None:
+            logins = list(map(epoch_seconds, lasts, repeat(offset)))
         new = self._sessions.see(session_keys(records), logins)
         if all(new):
             return records, lasts, logins

@@ -10,7 +10,9 @@ never guessed.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import repeat
+from operator import sub
 from typing import Any
 
 _MS_ABOVE = 10**11
@@ -92,22 +94,38 @@ def _from_padded_text(text: str, offset_s: int | None) -> float | None:
     return epoch_seconds(text, offset_s)
 
 
-def local_form_days(texts: list[Any]) -> list[int] | None:
-    """The local days, counted from 1970-01-01, of times all in CMX's local form ``YYYY-MM-DD HH:MM:SS`` (or
-    with a ``T``), each on 1970-01-03 or later, read in C; None if any is not, or cannot be read.
+def local_form_seconds(texts: list[Any], offset_s: int | None) -> list[float] | None:
+    """``epoch_seconds`` of each of ``texts``, read in C, when all are in CMX's local form (``_local_form``)
+    and after the epoch; None if any is not, or there is no offset to read them with."""
+    moments = _local_form(texts) if offset_s is not None else None
+    if moments is None:
+        return None
+    seconds = list(map(sub, map(timedelta.total_seconds, map(sub, moments, repeat(_EPOCH))), repeat(offset_s)))
+    return seconds if not seconds or min(seconds) > 0 else None
 
-    Such a time's date is its local day, whatever the offset, and ``epoch_seconds`` reads it the same way.
-    """
-    if set(map(type, texts)) != {str} or set(map(len, texts)) != {_LOCAL_FORM_LENGTH}:
+
+def local_form_days(texts: list[Any]) -> list[int] | None:
+    """The local days, counted from 1970-01-01, of times all in CMX's local form (``_local_form``), each on
+    1970-01-03 or later, read in C; None if any is not. Such a time's date is its local day, whatever the
+    offset, and ``epoch_seconds`` reads it so too."""
+    moments = _local_form(texts)
+    if moments is None:
+        return None
+    days = [ordinal - _ORDINAL_1970 for ordinal in map(datetime.toordinal, moments)]
+    return days if min(days) > 1 else None  # earlier, epoch_seconds may find it at or before the epoch
+
+
+def _local_form(texts: list[Any]) -> list[datetime] | None:
+    """``texts`` read, if all are in CMX's local form, ``YYYY-MM-DD HH:MM:SS`` (or with a ``T``), and valid."""
+    if not texts or set(map(type, texts)) != {str} or set(map(len, texts)) != {_LOCAL_FORM_LENGTH}:
         return None
     joined = "".join(texts)
     if any(joined[at::_LOCAL_FORM_LENGTH].strip(marks) for at, marks in _LOCAL_FORM_MARKS):
         return None
     try:
-        days = [ordinal - _ORDINAL_1970 for ordinal in map(datetime.toordinal, map(_fromisoformat, texts))]
+        return list(map(_fromisoformat, texts))
     except ValueError:
         return None
-    return days if min(days) > 1 else None  # earlier, epoch_seconds may find it at or before the epoch
 
 
 def local_day(epoch_s: float, offset_s: int) -> int:
