@@ -89,7 +89,7 @@ def test_page_of_the_wrong_shape_is_a_bad_response_that_says_why(reader: PageRea
 
 @pytest.mark.parametrize("body", [
     b'{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS", "Email": "a@b.example"}], "nextIndex": 1}',
-    b'{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS\ud800", "Email": "a@b.example"}], '
+    b'{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS\\ud800", "Email": "a@b.example"}], '
     b'"nextIndex": 1}',  # a lone surrogate, which only the stdlib reads
     b'\xef\xbb\xbf{"records": [{"macAddress": "00:11:22:33:44:55", "authType": "SMS", "Email": "a@b.example"}], '
     b'"nextIndex": 1}',  # a byte order mark

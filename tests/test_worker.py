@@ -228,10 +228,10 @@ def test_a_poll_on_a_worker_without_the_targets_last_poll_counts_no_logins(sim: 
     try:
         arrive(sim, 11)
         assert counts_of(other.poll(request_of(sim, concurrency=1, poll=2, after=1))).logins == 0, \
-            "this worker holds no pairs of the target"
+            "this worker holds no table of the target"
         arrive(sim, 13)
         assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=3, after=2))).logins == 0, \
-            "it holds poll 1's pairs, not those of poll 2, the target's last: counted against older pairs, a " \
+            "it holds poll 1's sessions, not those of poll 2, the target's last: counted against older ones, a " \
             "login another worker had counted could be counted twice"
         arrive(sim, 17)
         assert counts_of(worker.poll(request_of(sim, concurrency=1, poll=4, after=3))).logins == 17

@@ -53,8 +53,8 @@ class PollRequest:
     dimensions: tuple[str, ...] = LABELS  # the breakdowns to count, by label (dimensions)
     split_by: str | None = None  # a label every active-session family is split by (split_by)
     expected_sessions: int = 0
-    # Logins are counted against the pairs of the target's poll numbered ``after`` (its last completed one); a
-    # worker that does not hold that poll's pairs counts none this time, as after a start.
+    # Logins are counted against the sessions of the target's poll numbered ``after`` (its last completed one); a
+    # worker that does not hold that poll's sessions counts none this time, as after a start.
     poll: int = 0
     after: int | None = None
 
@@ -76,7 +76,7 @@ class VisitorsRequest:
 @dataclass(frozen=True, slots=True)
 class Forget:
     """Targets a reload removed: the worker closes what it keeps of each (client, connections, page threads,
-    login pairs), so that no connection to a CMX outlives its target. It has no answer."""
+    session table), so that no connection to a CMX outlives its target. It has no answer."""
 
     targets: frozenset[str]
 
