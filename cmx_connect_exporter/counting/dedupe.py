@@ -30,12 +30,12 @@ _STATE = (1 << _STATE_BITS) - 1
 _KEY = _MASK_64 ^ _STATE
 _LOW_BYTE = 0 if sys.byteorder == "little" else 7  # the byte of a word that holds its state
 _EMPTY = 0
-_KEPT = 1  # in the last completed poll, with that login; not yet seen in this one
-_PENDING = 2  # seen by a poll that failed, with a login the last completed poll did not hold
-_GONE = 3  # not in the last completed poll: left, or seen only by a poll that failed
+_KEPT = 1  # in the last completed poll, with its stamp; not yet seen in this one
+_GONE = 2  # not in the last completed poll: left, or seen only by a poll that failed
 _SEEN = 4  # the bit of the states seen in this poll:
 _KEPT_SEEN = _SEEN | _KEPT  # with the login the last completed poll held
-_NEW_SEEN = _SEEN | _PENDING  # with a login the last completed poll did not hold, or in a new session
+_NEW_SEEN = _SEEN | _GONE  # not in the last completed poll; the stamp is this poll's
+_CHANGED_SEEN = _SEEN | 3  # in the last completed poll, with another login: the stamp is still that poll's
 _ZERO_KEY = 1 << 48  # the key 0 (MAC 00:00:00:00:00:00) is taken as this one, no MAC's: 0 marks an empty slot
 # A word's top bits choose its shard; the 32 bits below them, as a fraction, its first slot in the shard.
 _SHARDS = 64
@@ -98,19 +98,23 @@ class SessionTable:
     """The sessions of the poll under way and of the target's last completed poll: each once, with its login.
 
     It de-duplicates a poll's records, and counts logins: sessions whose (key, lastLoginTime) the last
-    completed poll did not hold. Kept by the worker from one poll to the next, so that the two polls share
-    one table: 12 bytes a slot, some 22 a session, where a ``set`` of ints alone costs about 70.
+    completed poll did not hold; a login that cannot be read is no pair. Kept by the worker from one poll
+    to the next, so that the two polls share one table: 12 bytes a slot, some 16 to 24 a session, where a
+    ``set`` of ints alone costs about 70.
 
     A slot holds a 64-bit word, the session's key mixed, above its state in three bits, and a 32-bit stamp
-    of its login (0: none readable). Slots are spread over 64 shards (open addressing, linear probing) that
-    grow one at a time, so the table is never copied whole. Keys come from the server, so where one goes
-    must not be known in advance: with a fixed spread, crafted MACs could all probe from one slot, in
-    quadratic time. Each key is multiplied by a random odd number, drawn per table; its shard and slot are
-    the top bits of the product, which depend on every bit of the key. The product mod 2**61 is a
-    bijection, so it is stored in place of the key.
+    of its login (0: none readable). A session of the last completed poll read with another login keeps
+    that poll's stamp until the poll under way completes; the new one waits in a log, so that a poll that
+    fails changes no login. Slots are spread over 64 shards (open addressing, linear probing) that grow
+    one at a time, so the table is never copied whole. Keys come from the server, so where one goes must
+    not be known in advance: with a fixed spread, crafted MACs could all probe from one slot, in quadratic
+    time. Each key is multiplied by a random odd number, drawn per table; its shard and slot are the top
+    bits of the product, which depend on every bit of the key. The product mod 2**61 is a bijection, so it
+    is stored in place of the key.
 
     When a poll ends, each state moves on at once, for all slots, through a table of bytes (in C). Sessions
-    that have left stay as GONE until their shard next grows, and come back to life if they return.
+    no longer in the last completed poll stay as GONE until their shard next grows, and count again if
+    they come back.
     """
 
     def __init__(self, expected: int = 0) -> None:
@@ -120,11 +124,13 @@ class SessionTable:
         self._used = [0] * _SHARDS  # slots taken, GONE ones too
         self._limits = [int(_MAX_LOAD * slots)] * _SHARDS  # past so many taken, a shard is rebuilt
         self._multiplier = (secrets.randbits(_KEY_BITS) | 1) << _STATE_BITS
+        # The sessions of the last completed poll that this poll read with another login, and that login's stamp
+        self._changed_words, self._changed_stamps = array("Q"), array("I")
         self.compared = False  # whether a poll has completed, so that logins can be compared with its
         self.logins = 0  # the poll under way's sessions with a login the last completed poll did not hold
 
     def __len__(self) -> int:
-        """Sessions in the poll under way, or in the last completed poll."""
+        """Sessions of the poll under way and of the last completed poll."""
         return sum(_low_bytes(words).translate(_LIVE).count(1) for words in self._words)
 
     def add_all(self, keys: list[int | None]) -> list[bool]:
@@ -139,7 +145,8 @@ class SessionTable:
         """
         multiplier, all_words, all_stamps, used, limits = (self._multiplier, self._words, self._stamps, self._used,
                                                            self._limits)
-        key_bits, kept, pending = _KEY, _KEPT, _PENDING
+        key_bits, kept = _KEY, _KEPT
+        log_word, log_stamp = self._changed_words.append, self._changed_stamps.append
         new: list[bool] = []
         append = new.append
         fresh = 0
@@ -164,17 +171,18 @@ class SessionTable:
                 append(False)
                 continue
             append(True)
-            state = held & _STATE
-            stamps = all_stamps[shard]
-            if state == kept and (not stamp or stamp == stamps[i]):  # the same login, or none readable now
-                words[i] = mixed | _KEPT_SEEN
-            elif state == pending and not stamp:
+            if held & _STATE == kept:
+                if stamp == all_stamps[shard][i]:
+                    words[i] = mixed | _KEPT_SEEN
+                else:  # a new login, or none readable now: this poll's stamp waits for the poll to complete
+                    fresh += stamp != 0
+                    words[i] = mixed | _CHANGED_SEEN
+                    log_word(mixed)
+                    log_stamp(stamp)
+            else:  # new to the table, or GONE: not in the last completed poll
+                fresh += stamp != 0
                 words[i] = mixed | _NEW_SEEN
-            else:  # a login the last completed poll did not hold
-                if stamp:
-                    fresh += 1
-                    stamps[i] = stamp
-                words[i] = mixed | _NEW_SEEN
+                all_stamps[shard][i] = stamp
                 if not held:
                     used[shard] += 1
                     if used[shard] > limits[shard]:
@@ -183,11 +191,23 @@ class SessionTable:
         return new
 
     def end(self, completed: bool) -> None:
-        """The poll under way has ended. Completed, its sessions are what the next poll compares with, and the
-        others have left. Failed, the last completed poll's stay, and logins it read stay new for the next."""
+        """The poll under way has ended. Completed, its sessions and their logins are what the next poll compares
+        with, and the others have left. Failed, the last completed poll's stay as they were, and what it alone
+        read is GONE: the next poll counts it again."""
         moves = _COMPLETED if completed else _FAILED
         for words in self._words:
             memoryview(words).cast("B")[_LOW_BYTE::8] = _low_bytes(words).translate(moves)
+        if completed:
+            for mixed, stamp in zip(self._changed_words, self._changed_stamps, strict=True):
+                shard = mixed >> _SHARD_SHIFT
+                words = self._words[shard]
+                size = len(words)
+                i = (mixed >> _SLOT_SHIFT & _SLOT_MASK) * size >> _SLOT_FRACTION_BITS
+                while (held := words[i]) and held & _KEY != mixed:
+                    i = i + 1 if i + 1 < size else 0
+                if held:  # always: a session seen in this poll is not dropped before it ends
+                    self._stamps[shard][i] = stamp
+        self._changed_words, self._changed_stamps = array("Q"), array("I")
         self.compared = self.compared or completed
         self.logins = 0
 
@@ -220,7 +240,7 @@ def _slots_for(sessions: float) -> int:
 
 
 def _stamps_of(logins: list[float | None]) -> Iterable[int]:
-    """Each login's stamp, 0 for None."""
+    """Each login's stamp, 0 for None; in C when every login is readable."""
     stamps = map(add, map(mod, map(hash, logins), repeat(_STAMPS)), repeat(1))
     return [0 if login is None else stamp for login, stamp in zip(logins, stamps, strict=True)] if None in logins \
         else stamps
@@ -240,6 +260,6 @@ def _moves(move: dict[int, int]) -> bytes:
     return bytes(low & ~_STATE | move.get(low & _STATE, low & _STATE) for low in range(256))
 
 
-_COMPLETED = _moves({_KEPT: _GONE, _KEPT_SEEN: _KEPT, _PENDING: _GONE, _NEW_SEEN: _KEPT})
-_FAILED = _moves({_KEPT_SEEN: _KEPT, _NEW_SEEN: _PENDING})
+_COMPLETED = _moves({_KEPT: _GONE, _KEPT_SEEN: _KEPT, _NEW_SEEN: _KEPT, _CHANGED_SEEN: _KEPT})
+_FAILED = _moves({_KEPT_SEEN: _KEPT, _NEW_SEEN: _GONE, _CHANGED_SEEN: _KEPT})
 _LIVE = bytes(int(low & _STATE not in (_EMPTY, _GONE)) for low in range(256))

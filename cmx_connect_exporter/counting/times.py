@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timedelta
 from itertools import repeat
 from operator import sub
-from typing import Any
+from typing import Any, cast
 
 _MS_ABOVE = 10**11
 _MAX_NUMBER = 10**15  # milliseconds past the year 33000: no time at all
@@ -94,14 +94,14 @@ def _from_padded_text(text: str, offset_s: int | None) -> float | None:
     return epoch_seconds(text, offset_s)
 
 
-def local_form_seconds(texts: list[Any], offset_s: int | None) -> list[float] | None:
+def local_form_seconds(texts: list[Any], offset_s: int | None) -> list[float | None] | None:
     """``epoch_seconds`` of each of ``texts``, read in C, when all are in CMX's local form (``_local_form``)
     and after the epoch; None if any is not, or there is no offset to read them with."""
     moments = _local_form(texts) if offset_s is not None else None
     if moments is None:
         return None
     seconds = list(map(sub, map(timedelta.total_seconds, map(sub, moments, repeat(_EPOCH))), repeat(offset_s)))
-    return seconds if not seconds or min(seconds) > 0 else None
+    return cast(list[float | None], seconds) if min(seconds) > 0 else None  # as epoch_seconds types its results
 
 
 def local_form_days(texts: list[Any]) -> list[int] | None:

@@ -113,7 +113,7 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
         else:
             if target.sessions_after is None or target.sessions_after != request.after:
                 # not the target's last completed poll's sessions: count no logins this time
-                target.sessions = SessionTable(request.expected_sessions)
+                target.sessions, target.sessions_after = SessionTable(request.expected_sessions), None
             outcome = run_poll(target.client, request, target.threads, target.sessions)
             if isinstance(outcome.result, Counts):
                 target.sessions_after = request.poll
