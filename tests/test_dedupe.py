@@ -161,6 +161,7 @@ def test_logins_read_by_a_failed_poll_count_in_the_next_completed_one() -> None:
     assert poll(table, {1: 160.0, 2: 100.0, 3: 100.0, 4: 100.0, 5: None}) == 2
     assert poll(table, {1: 160.0, 2: 100.0, 3: 100.0, 4: 100.0}) == 0
     poll(table, {6: 100.0}, completed=False)
+    assert len(table) == 4, "what only a failed poll read is not kept as a session"
     assert poll(table, {1: 160.0}) == 0, "a session only a failed poll saw has not been in a completed one"
     assert len(table) == 1, "nor is it kept as one"
     assert poll(table, {1: 160.0, 6: 100.0}) == 1
@@ -172,7 +173,7 @@ def test_logins_read_by_a_failed_poll_count_in_the_next_completed_one() -> None:
 def test_logins_match_a_set_of_pairs_over_polls_that_fail(polls: list[tuple[dict[int, float | None], bool]]) -> None:
     """Against the plain model: the pairs a completed poll reads, less those of the last completed poll; a
     login that cannot be read is no pair. Logins come and go, back and forth; failed polls fall between;
-    keys are MACs and keys of text, crowded into few slots."""
+    keys are MACs and keys of text."""
     table = SessionTable()
     last: set[tuple[int, float]] | None = None
     for logins, completed in polls:
@@ -184,6 +185,24 @@ def test_logins_match_a_set_of_pairs_over_polls_that_fail(polls: list[tuple[dict
                 assert counted == len(read - last)
             last = read
             assert len(table) == len(pairs), "the sessions of the last completed poll, and no others"
+
+
+def test_changed_logins_survive_the_table_growing_in_the_same_poll() -> None:
+    """A poll that reads new logins of known sessions, then so many new sessions that every shard grows, keeps
+    those logins for the next poll; a session twice in a poll, with two logins, counts once, by the first."""
+    rng = random.Random(11)
+    table = SessionTable()
+    known = {rng.getrandbits(48): 100.0 for _ in range(2_000)}
+    poll(table, known)
+    changed = dict.fromkeys(known, 160.0)
+    newcomers = {rng.getrandbits(48): 100.0 for _ in range(20_000)}
+    assert poll(table, {**changed, **newcomers}) == len(changed) + len(newcomers)
+    assert poll(table, {**changed, **newcomers}) == 0
+    first = next(iter(known))
+    assert table.see([first, first], [220.0, 280.0]) == [True, False]
+    assert table.logins == 1
+    table.end(completed=True)
+    assert poll(table, {first: 220.0}) == 0
 
 
 def test_logins_are_exact_over_many_pairs_and_pages() -> None:

@@ -27,7 +27,7 @@ def count_active_sessions(fetch_body: FetchBody, *, page_size: int, max_pages: i
                           now: float | None = None) -> Counts:
     """Walk the pages and count. Raises PollError; a failed poll yields no counts at all.
 
-    ``expected_sessions`` (the last poll's total) sizes the de-duplication table up front,
+    ``expected_sessions`` (the last poll's total) sizes a table made for this poll alone,
     and tells concurrent fetching where the list probably ends. ``sessions``, the target's
     table, holds the sessions of its last completed poll, to count logins against, and takes
     this poll's. Dwell is measured to ``now`` (epoch seconds; by default the poll's start).

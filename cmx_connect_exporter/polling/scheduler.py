@@ -37,8 +37,8 @@ PROBE_LAPSE_INTERVALS = 5
 FIRST_POLL_SPREAD = 10.0
 
 PollFunction = Callable[[PollRequest | VisitorsRequest], PollOutcome]
-# Numbers every poll in this process, so that a worker can tell whether the logins it holds for a target are
-# those of the target's last completed poll.
+# Numbers every poll in this process, so that a worker can tell whether the session table it holds for a
+# target is that of the target's last completed poll.
 _poll_numbers = itertools.count(1)
 
 

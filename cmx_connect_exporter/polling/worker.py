@@ -81,7 +81,7 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     Any worker polls any target. It keeps, per target it has polled, a client (its connections stay open
     between polls), page threads, so that a poll need not wait for its requests past the end (the target's
     next poll does, before it starts, and no other target's poll ever waits for them), and the sessions of
-    the target's last poll it made, to count the new logins. Those count only when that poll was the
+    the target's last completed poll it made, to count the new logins. Those count only when that poll was the
     target's last completed one (``PollRequest.after``): a poll that lands on another worker than the
     last one counts no logins, as the first poll after a start does, and never counts one twice.
     """
