@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import threading
 import time
@@ -164,6 +165,26 @@ def test_oversized_body_is_refused() -> None:
     add_page(responses.mock, 0, 10, b'{"records": [' + b" " * (2 << 20) + b"]}")
     error = fetch_error(responses.mock)
     assert (error.reason, "larger than" in str(error)) == ("bad_response", True)
+
+
+@responses.activate
+def test_a_body_with_its_length_is_read_as_sent() -> None:
+    body = json.dumps(envelope([record(mac="aa:bb:cc:dd:ee:01")])).encode()
+    add_page(responses.mock, 0, 10, body, headers={"Content-Length": str(len(body))})
+    assert [field("macAddress")(r) for r in fetch(make_client()).records] == ["aa:bb:cc:dd:ee:01"]
+
+
+def test_a_declared_length_too_large_is_refused_before_the_body_is_read() -> None:
+    """Not read up to the limit first: the body never comes, so reading it would end in a timeout instead."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
+    listener, thread = serve_once(head + b'{"records": [', 2.0)
+    with listener:
+        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
+                           timeout=1.0)
+        with pytest.raises(PollError) as caught:
+            client.fetch_body(0, 10)
+        thread.join(5)
+    assert (caught.value.reason, str(caught.value)) == ("bad_response", "response larger than 1 MiB")
 
 
 @pytest.mark.parametrize(("exc", "reason"), [

@@ -213,12 +213,21 @@ class CmxClient:
     def _read_body(response: requests.Response, max_bytes: int) -> bytes:
         """Read up to ``max_bytes``; the connection's deadline ends a trickle.
 
-        Chunks are joined once at the end, into a buffer of the exact size: a body grown in
-        place moves as it grows, and with pages read in parallel that fragments the heap.
+        A body sent as it is, with its length, is read in one call, as each read in chunks costs
+        Python work in urllib3 and http.client, under the GIL the counting needs. Any other body,
+        compressed or without a length, is read in chunks and stopped as soon as it is too large:
+        its size is known only as it inflates. Chunks are joined once at the end, into a buffer
+        of the exact size: a body grown in place moves as it grows, and with pages read in
+        parallel that fragments the heap.
         """
+        raw = response.raw
+        length = raw.length_remaining  # urllib3's reading of Content-Length: None when absent or invalid
+        if length is not None and "Content-Encoding" not in response.headers:
+            if length > max_bytes:
+                raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
+            return raw.read()  # just ``length`` bytes, or IncompleteRead: http.client holds it to the length
         chunks: list[bytes] = []
         size = 0
-        raw = response.raw
         while chunk := raw.read1(READ_CHUNK, decode_content=True):
             chunks.append(chunk)
             size += len(chunk)
