@@ -174,6 +174,17 @@ def test_a_body_with_its_length_is_read_as_sent() -> None:
     assert [field("macAddress")(r) for r in fetch(make_client()).records] == ["aa:bb:cc:dd:ee:01"]
 
 
+@responses.activate
+def test_a_cookie_cmx_sets_goes_back_with_the_next_pages() -> None:
+    """As a browser would: a server that keeps a session per cookie then keeps one, not one per page."""
+    add_page(responses.mock, 0, 10, envelope([]), headers={"Set-Cookie": "JSESSIONID=abc123; Path=/"})
+    add_page(responses.mock, 10, 10, envelope([]))
+    client = make_client()
+    client.fetch_body(0, 10)
+    client.fetch_body(10, 10)
+    assert [call.request.headers.get("Cookie") for call in responses.calls] == [None, "JSESSIONID=abc123"]
+
+
 def test_a_declared_length_too_large_is_refused_before_the_body_is_read() -> None:
     """Not read up to the limit first: the body never comes, so reading it would end in a timeout instead."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
