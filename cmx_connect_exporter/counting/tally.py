@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -214,9 +215,12 @@ class Tally:
         group.sent += _byte_sum(records, _SENT)
         group.received += _byte_sum(records, _RECEIVED)
         self.unreadable_login_time += logins.count(None)
-        dwells = self._dwells(records, logins, offset)
-        for bucket, n in Counter(map(bisect_left, repeat(DWELL_BUCKETS), dwells)).items():
-            group.dwell[bucket] += n
+        dwells = sorted(self._dwells(records, logins, offset))  # a bucket's count is then two bisections apart
+        counted = 0
+        for bucket, bound in enumerate((*DWELL_BUCKETS, math.inf)):
+            upto = bisect_right(dwells, bound)  # the dwells at or below the bound, as Prometheus's "le" counts them
+            group.dwell[bucket] += upto - counted
+            counted = upto
         group.dwell_sum += sum(dwells)
         if self._visit:
             for value, n in _visits(list(map(_FIRST_LOGIN, records)), lasts, logins, offset).items():
