@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_benchmark_runs_and_counts_right() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--sizes", "10000", "--latencies", "0",
-         "--concurrency", "1", "4", "--floors", "1", "--polls", "1", "--no-write"],
+         "--concurrency", "1", "4", "--floors", "1", "--polls", "1", "--starts", "2", "--no-write"],
         capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     # run.py exits non-zero when the exporter's totals differ from N or concurrency changes any count.
     assert result.returncode == 0, result.stdout + result.stderr

@@ -198,6 +198,25 @@ def test_a_declared_length_too_large_is_refused_before_the_body_is_read() -> Non
     assert (caught.value.reason, str(caught.value)) == ("bad_response", "response larger than 1 MiB")
 
 
+def test_a_length_http_client_cannot_read_still_bounds_the_body() -> None:
+    """urllib3 reads "13, 13" as 13, http.client as no length at all: the body is read to 13 bytes, not to the end
+    of a connection the server holds open (which would end in a timeout)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13, 13\r\n\r\n"
+    listener, thread = serve_once(head + b'{"records": []}' + b" " * 100, 2.0)
+    with listener:
+        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
+                           timeout=1.0)
+        assert client.fetch_body(0, 10) == b'{"records": ['
+        thread.join(5)
+
+
+def test_a_url_requests_cannot_send_to_fails_the_poll_not_the_client() -> None:
+    client = CmxClient("http://cmx.example:99999", username="u", password="p", timeout=1.0)
+    with pytest.raises(PollError) as caught:
+        client.fetch_body(0, 10)
+    assert (caught.value.reason, str(caught.value)) == ("connection", "request to cmx.example failed (InvalidURL)")
+
+
 @pytest.mark.parametrize(("exc", "reason"), [
     (requests.exceptions.ConnectTimeout(), "timeout"),
     (requests.exceptions.ReadTimeout(), "timeout"),

@@ -6,6 +6,7 @@ field, header or credential can reach a log line through them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -149,9 +150,6 @@ class CmxClient:
         session.headers["Accept"] = "application/json"
         session.headers["User-Agent"] = "cmx-connect-exporter"
         self._session = session
-        # Each page's request copies this one, prepared once: preparing it anew (headers, auth, the URL) costs
-        # as much Python work as reading a page's body, under the GIL the counting needs.
-        self._page_request = session.prepare_request(requests.Request("GET", self._endpoint))
         if verify is False:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -168,6 +166,14 @@ class CmxClient:
         with self._lock:
             self._requests += 1
 
+    @functools.cached_property
+    def _page_request(self) -> requests.PreparedRequest:
+        """The request each page's copies, prepared once (headers, credentials, the URL), as preparing one is
+        Python work under the GIL the counting needs. Prepared in the first poll, not before: a URL requests
+        refuses (a port out of range, a host it cannot encode) then fails the poll, as any unsendable request
+        does, rather than the worker. Its ``Cookie`` header is left unset, so each copy takes the jar's."""
+        return self._session.prepare_request(requests.Request("GET", self._endpoint))
+
     def fetch_body(self, index: int, count: int, since: int | None = None) -> bytes:
         """The raw body of one page of active sessions; a ``wire.PageReader`` reads it. Raises PollError.
 
@@ -178,11 +184,11 @@ class CmxClient:
         params = {"status": "active", "index": str(index), "count": str(count)}
         if since is not None:
             params.update(status="all", start=str(since))
-        request = self._page_request.copy()
-        request.url = f"{self._page_request.url}?{urlencode(params)}"
-        request.prepare_cookies(self._session.cookies)  # any that CMX set since
         self._count_request()
         try:
+            request = self._page_request.copy()
+            request.url = f"{self._page_request.url}?{urlencode(params)}"
+            request.prepare_cookies(self._session.cookies)  # any that CMX set since
             with self._session.send(request, timeout=self._timeout, stream=True, allow_redirects=False) as response:
                 self._check_status(response)
                 body = self._read_body(response, max_bytes=max(1 << 20, count * 16384))
@@ -229,15 +235,18 @@ class CmxClient:
         length = raw.length_remaining  # urllib3's reading of Content-Length: None when absent or invalid
         if length is not None and "Content-Encoding" not in response.headers:
             if length > max_bytes:
-                raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
-            return raw.read()  # just ``length`` bytes, or IncompleteRead: http.client holds it to the length
+                raise _too_large(max_bytes)
+            body = raw.read(length)  # never more, whatever http.client made of the header (it reads "10, 10" as none)
+            if len(body) < length:  # the connection closed early
+                raise ProtocolError("the body ended before its Content-Length")
+            return body
         chunks: list[bytes] = []
         size = 0
         while chunk := raw.read1(READ_CHUNK, decode_content=True):
             chunks.append(chunk)
             size += len(chunk)
             if size > max_bytes:
-                raise PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
+                raise _too_large(max_bytes)
         return b"".join(chunks)
 
     def _transport_error(self, exc: requests.RequestException) -> PollError:
@@ -255,6 +264,10 @@ class CmxClient:
         if isinstance(exc, requests.ConnectionError):
             return PollError("connection", f"cannot connect to {self._host} or the connection broke")
         return PollError("connection", f"request to {self._host} failed ({type(exc).__name__})")
+
+
+def _too_large(max_bytes: int) -> PollError:
+    return PollError("bad_response", f"response larger than {max_bytes >> 20} MiB")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -215,7 +215,8 @@ class Tally:
         group.sent += _byte_sum(records, _SENT)
         group.received += _byte_sum(records, _RECEIVED)
         self.unreadable_login_time += logins.count(None)
-        dwells = sorted(self._dwells(records, logins, offset))  # a bucket's count is then two bisections apart
+        dwells = self._dwells(records, logins, offset)
+        dwells.sort()  # a bucket's count is then two bisections apart
         counted = 0
         for bucket, bound in enumerate((*DWELL_BUCKETS, math.inf)):
             upto = bisect_right(dwells, bound)  # the dwells at or below the bound, as Prometheus's "le" counts them
