@@ -188,13 +188,8 @@ def test_a_cookie_cmx_sets_goes_back_with_the_next_pages() -> None:
 def test_a_declared_length_too_large_is_refused_before_the_body_is_read() -> None:
     """Not read up to the limit first: the body never comes, so reading it would end in a timeout instead."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 52428800\r\n\r\n"
-    listener, thread = serve_once(head + b'{"records": [', 2.0)
-    with listener:
-        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
-                           timeout=1.0)
-        with pytest.raises(PollError) as caught:
-            client.fetch_body(0, 10)
-        thread.join(5)
+    with pytest.raises(PollError) as caught:
+        fetch_raw(head + b'{"records": [', then_wait=2.0, timeout=1.0)
     assert (caught.value.reason, str(caught.value)) == ("bad_response", "response larger than 1 MiB")
 
 
@@ -202,12 +197,7 @@ def test_a_length_http_client_cannot_read_still_bounds_the_body() -> None:
     """urllib3 reads "13, 13" as 13, http.client as no length at all: the body is read to 13 bytes, not to the end
     of a connection the server holds open (which would end in a timeout)."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13, 13\r\n\r\n"
-    listener, thread = serve_once(head + b'{"records": []}' + b" " * 100, 2.0)
-    with listener:
-        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
-                           timeout=1.0)
-        assert client.fetch_body(0, 10) == b'{"records": ['
-        thread.join(5)
+    assert fetch_raw(head + b'{"records": []}' + b" " * 100, then_wait=2.0, timeout=1.0) == b'{"records": ['
 
 
 def test_a_url_requests_cannot_send_to_fails_the_poll_not_the_client() -> None:
@@ -285,17 +275,24 @@ def serve_once(answer: bytes, then_wait: float) -> tuple[socket.socket, threadin
     return listener, thread
 
 
+def fetch_raw(answer: bytes, then_wait: float, timeout: float) -> bytes:
+    """``fetch_body`` of one page from a raw server that sends ``answer``, then holds the connection a while."""
+    listener, thread = serve_once(answer, then_wait)
+    with listener:
+        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
+                           timeout=timeout)
+        try:
+            return client.fetch_body(0, 10)
+        finally:
+            thread.join(5)
+
+
 @pytest.mark.parametrize(("then_wait", "reason"), [(2.0, "timeout"), (0.0, "connection")],
                          ids=["stalls-mid-body", "cut-short"])
 def test_a_body_that_stops_part_way_is_a_clean_failure(then_wait: float, reason: str) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
-    listener, thread = serve_once(head + b'{"records": [', then_wait)
-    with listener:
-        client = CmxClient(f"http://127.0.0.1:{listener.getsockname()[1]}", username="u", password="p",
-                           timeout=0.5)
-        with pytest.raises(PollError) as caught:
-            client.fetch_body(0, 10)
-        thread.join(5)
+    with pytest.raises(PollError) as caught:
+        fetch_raw(head + b'{"records": [', then_wait=then_wait, timeout=0.5)
     assert caught.value.reason == reason
 
 
