@@ -213,7 +213,7 @@ def exporter_run(url: str, *, concurrency: int, interval: float, polls: int, sta
     run.counts = {s.name + json.dumps({k: v for k, v in s.labels.items() if k != TARGET_LABEL}, sort_keys=True): s.value
                   for fam in families for s in fam.samples if s.name.startswith(ACTIVE_SESSIONS)}
     run.requests = int(next(s.value for fam in families for s in fam.samples if s.name == POLL_REQUESTS.name))
-    first, *run.polls = [end - start for start, end in quiet[:polls + 1]]
+    first, *run.polls = [end - start for start, end in quiet]
     run.first_polls = [first]
     for _ in range(starts - 1):
         with exporter(url, concurrency=concurrency, interval=interval) as (_, port):
@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    if args.starts < 1:
+        parser.error("--starts must be at least 1: the run's own start times the first poll")
 
     print(" | ".join(HEADER), flush=True)
     rows = [row for latency in args.latencies for n in args.sizes
