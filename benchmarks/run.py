@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--floors", type=int, default=3, help="floor polls per configuration (median)")
     parser.add_argument("--polls", type=int, default=4, help="exporter polls per configuration, after the first")
-    parser.add_argument("--starts", type=int, default=3, help="exporter starts per configuration, for the first poll")
+    parser.add_argument("--starts", type=int, default=5, help="exporter starts per configuration, for the first poll")
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)

@@ -44,6 +44,10 @@ from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 
 # On a busy machine a scrape, which Prometheus times out, goes before a poll, which can wait.
 WORKER_NICENESS = 5
+# A page thread needs the GIL only for moments, to send a request or to take in an answer, but the
+# counting thread keeps it for CPython's switch interval (5 ms by default) before it must let go: each
+# request would leave up to that late, and with pages of some 20 ms, that wait sets the poll's pace.
+SWITCH_INTERVAL = 0.0005
 
 
 class _Kept:
@@ -88,6 +92,7 @@ def serve(requests_in: BinaryIO, replies_out: BinaryIO) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and SIGHUP (reload) are the parent's to handle
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         hello: Hello = pickle.load(requests_in)
     except EOFError:
