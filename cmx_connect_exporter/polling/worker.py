@@ -46,7 +46,7 @@ from cmx_connect_exporter.polling.poll import run_poll, run_visitors
 WORKER_NICENESS = 5
 # A page thread needs the GIL only for moments, to send a request or to take in an answer, but the
 # counting thread keeps it for CPython's switch interval (5 ms by default) before it must let go: each
-# request would leave up to that late, and with pages of some 20 ms, that wait sets the poll's pace.
+# request would leave some 5 ms late, and with pages of some 20 ms, that wait sets the poll's pace.
 SWITCH_INTERVAL = 0.0005
 
 
