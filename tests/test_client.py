@@ -12,7 +12,7 @@ import pytest
 import requests
 import responses
 
-from cmx_connect_exporter.cmx.client import CmxClient
+from cmx_connect_exporter.cmx.client import MAX_COOKIE_BYTES, MAX_COOKIES, CmxClient
 from cmx_connect_exporter.cmx.wire import Page, field
 from cmx_connect_exporter.outcome import PollError
 from cmx_pages import ENDPOINT, add_page, envelope, make_client, read_page, record
@@ -183,6 +183,26 @@ def test_a_cookie_cmx_sets_goes_back_with_the_next_pages() -> None:
     client.fetch_body(0, 10)
     client.fetch_body(10, 10)
     assert [call.request.headers.get("Cookie") for call in responses.calls] == [None, "JSESSIONID=abc123"]
+
+
+@responses.activate
+def test_a_cmx_that_sets_new_cookies_on_every_page_cannot_grow_the_jar_or_the_requests() -> None:
+    """A browser's bounds: so many cookies, so large; a cookie already kept may still change, a huge one is not kept."""
+    for page in range(3):
+        cookies = [("Set-Cookie", f"c{page}_{n}=v; Path=/") for n in range(40)]
+        if page == 2:
+            cookies += [("Set-Cookie", "c0_0=changed; Path=/"), ("Set-Cookie", "huge=" + "x" * MAX_COOKIE_BYTES)]
+        responses.get(ENDPOINT, json=envelope([]), headers=cookies,
+                      match=[responses.matchers.query_param_matcher({"status": "active", "index": str(10 * page),
+                                                                    "count": "10"})])
+    add_page(responses.mock, 30, 10, envelope([]))
+    client = make_client()
+    for page in range(4):
+        client.fetch_body(10 * page, 10)
+    sent = dict(pair.split("=", 1) for pair in responses.calls[3].request.headers["Cookie"].split("; "))
+    assert len(sent) == MAX_COOKIES
+    assert sent["c0_0"] == "changed"
+    assert "huge" not in sent and "c2_0" not in sent
 
 
 def test_a_declared_length_too_large_is_refused_before_the_body_is_read() -> None:

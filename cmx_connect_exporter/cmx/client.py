@@ -7,6 +7,7 @@ field, header or credential can reach a log line through them.
 from __future__ import annotations
 
 import functools
+import http.cookiejar
 import logging
 import math
 import threading
@@ -34,6 +35,9 @@ BACKOFF_FACTOR = 0.5
 BACKOFF_MAX = 5.0
 READ_CHUNK = 256 * 1024
 MAX_RETRY_AFTER_LENGTH = 32  # longer is no date and no sane number of seconds; int() of 5000 digits even fails
+# What a browser keeps of one site at the least (RFC 6265, 6.1); a session cookie needs one.
+MAX_COOKIES = 50
+MAX_COOKIE_BYTES = 4096
 
 
 def _closed_before_answer(error: Exception | None) -> bool:
@@ -92,12 +96,31 @@ class _Retry(Retry):
         return retry
 
 
+class _BoundedCookieJar(requests.cookies.RequestsCookieJar):
+    """The cookies CMX sets, kept and sent back as a browser would, but at most ``MAX_COOKIES`` of at most
+    ``MAX_COOKIE_BYTES`` each: a CMX that set new ones on every page would otherwise grow the worker's memory,
+    and every request's ``Cookie`` header, without end. One past the limit is dropped; one already kept may
+    still change."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie, *args: Any, **kwargs: Any) -> None:
+        if len(cookie.name) + len(cookie.value or "") > MAX_COOKIE_BYTES:
+            return
+        with self._cookies_lock:  # re-entrant: the jar's own set_cookie takes it again
+            kept = cookie.name in self._cookies.get(cookie.domain, {}).get(cookie.path, {})
+            if kept or len(self) < MAX_COOKIES:
+                super().set_cookie(cookie, *args, **kwargs)
+
+
 class _Session(requests.Session):
-    """A Session that never reads the body of a redirect, which is refused anyway.
+    """A Session that never reads the body of a redirect, which is refused anyway, and keeps few cookies.
 
     Even with ``allow_redirects=False``, requests reads and inflates the whole body of a 3xx to
     prepare ``Response.next``, without bound: a compressed bomb there would exhaust memory.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies = _BoundedCookieJar()
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         return None
